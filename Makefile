@@ -1,0 +1,27 @@
+# `make reproduce` runs every notebook on params/smoke.yaml; `make test` runs unit tests + nbval.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PARAMS ?= params/smoke.yaml
+
+.PHONY: reproduce test lint notebooks bench
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(PY) -m richreps.run $(PARAMS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check richreps tests bench
+	$(VENV)/bin/ruff format --check richreps tests bench
+
+# Re-execute the committed notebooks with their defaults (= params/smoke.yaml) after a change.
+notebooks: $(VENV)/.installed
+	$(PY) -m richreps.run params/smoke.yaml --refresh-committed

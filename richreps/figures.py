@@ -1,0 +1,100 @@
+"""Plotting helpers with one seaborn style; every figure is saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from richreps import counterexample as ce
+from richreps.io import atomic_path
+
+POS, NEG = "#d62728", "#1f77b4"  # red +1, blue -1 as in the paper's figures
+
+
+def set_style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+    # Fixed metadata keeps PDFs byte-stable between runs.
+    plt.rcParams["pdf.compression"] = 6
+
+
+def save(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Write out_dir/figures/name.{png,pdf} atomically and return the paths."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / "figures" / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+            fig.savefig(tmp, format=ext, metadata=meta)
+        paths.append(path)
+    return paths
+
+
+def _points(ax: plt.Axes, masses: np.ndarray, scale: float = 2400.0) -> None:
+    colors = [POS if y > 0 else NEG for y in ce.LABELS]
+    ax.scatter(ce.POINTS[:, 0], ce.POINTS[:, 1], s=scale * np.asarray(masses), c=colors, alpha=0.85)
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.axvline(0, color="0.6", lw=0.6)
+    ax.set(xlim=(-1.7, 1.7), ylim=(-1.7, 1.7), aspect="equal", xlabel="phi1", ylabel="phi2")
+
+
+def plot_components(lam) -> plt.Figure:
+    """Figure 2: the four components and their mixture; marker area is proportional to mass."""
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.3), sharey=True)
+    for j, ax in enumerate(axes[:4]):
+        _points(ax, ce.COMPONENTS[j])
+        ax.set_title(f"P{j + 1}")
+    _points(axes[4], ce.mixture(lam))
+    axes[4].set_title("mixture, lambda=(" + ", ".join(f"{v:.2f}" for v in lam) + ")")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_optimal_classifiers(cases: dict[str, list[float]]) -> plt.Figure:
+    """Figure 3: the 0-1-optimal classifier of each mixture as a dotted line."""
+    fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.8), sharey=True)
+    for ax, (title, lam) in zip(np.atleast_1d(axes), cases.items()):
+        masses = ce.mixture(lam)
+        clf = ce.optimal_classifier(masses)
+        _points(ax, masses)
+        w, b = clf.w, clf.b
+        t = np.linspace(-1.7, 1.7, 2)
+        if abs(w[1]) > 1e-12:
+            ax.plot(t, -(w[0] * t + b) / w[1], "k:", lw=2)
+        else:
+            ax.plot(np.full(2, -b / w[0]), t, "k:", lw=2)
+        ignored = ", ".join(ce.POINT_NAMES[i] for i in clf.misclassified)
+        ax.set_title(f"{title}\nignores {ignored}; uses {clf.feature_names}", fontsize=9)
+    for ax in np.atleast_1d(axes)[1:]:
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def plot_correlation_paths(paths: pd.DataFrame) -> plt.Figure:
+    """Exact mixture covariance vs the proof's linear term along one-parameter paths."""
+    g = sns.relplot(
+        data=paths, x="t", y="value", hue="quantity", style="quantity", col="case",
+        kind="line", height=3.2, aspect=1.2, facet_kws={"sharey": False},
+    )
+    for ax in g.axes.flat:
+        ax.axhline(0, color="0.3", lw=0.8)
+    return g.figure
+
+
+def plot_survival(table: pd.DataFrame, x: str, hue: str) -> plt.Figure:
+    """Stacked counts of which features the sparse learner kept."""
+    counts = table.groupby([x, hue]).size().unstack(fill_value=0)
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    counts.plot(kind="bar", stacked=True, ax=ax, colormap="viridis", width=0.75)
+    ax.set(ylabel="runs", xlabel=x)
+    ax.legend(title=hue, bbox_to_anchor=(1.02, 1), loc="upper left")
+    plt.setp(ax.get_xticklabels(), rotation=0)
+    return fig

@@ -1,0 +1,62 @@
+"""Atomic file writes and table export: nothing already written is lost if a run dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def to_markdown(df: pd.DataFrame, index: bool = True, floatfmt: str = "{:g}") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if pd.isna(v) else floatfmt.format(v)
+        return str(v).replace("|", "\\|")
+
+    frame = df.reset_index() if index else df
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, index: bool = True) -> list[Path]:
+    """Write `name`.csv and `name`.md under out_dir/tables."""
+    base = Path(out_dir) / "tables"
+    csv = base / f"{name}.csv"
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=index)
+    md = write_text(base / f"{name}.md", to_markdown(df, index=index))
+    return [csv, md]
