@@ -1,0 +1,116 @@
+"""The papermill runner: validation before compute, failures that point at the notebook."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from richreps import run
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def make_notebook(path: Path, params_src: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def book(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    make_notebook(folder / "01_ok.ipynb", 'output_dir: str = "out"\nsteps: int = 1\ndata_root: str = ""',
+                  "print('steps', steps)")
+    make_notebook(folder / "02_fail.ipynb", "rate: float = 0.1", "raise ValueError('boom')")
+    return folder
+
+
+def write_params(tmp_path, params) -> Path:
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"stpes": 3}, "unknown key 'stpes'"),
+        ({"steps": "3"}, "key 'steps' must be int"),
+        ({"steps": True}, "key 'steps' must be int"),
+        ({"rate": [1]}, "key 'rate' must be float"),
+        ({"data_root": "/no/such/folder"}, "key 'data_root': path does not exist"),
+        ({"output_dir": "x"}, "key 'output_dir' is set by the runner"),
+    ],
+)
+def test_bad_params_fail_in_one_line_before_anything_runs(tmp_path, book, capsys, params, message):
+    out = tmp_path / "outputs"
+    code = run.main([str(write_params(tmp_path, params)), "--notebooks", str(book), "--outputs", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+def test_not_a_mapping_and_missing_file(tmp_path, book, capsys):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    assert run.main([str(bad), "--notebooks", str(book)]) == 2
+    assert run.main([str(tmp_path / "none.yaml"), "--notebooks", str(book)]) == 2
+    err = capsys.readouterr().err
+    assert "list.yaml: expected a mapping" in err and "params file not found" in err
+
+
+def test_failing_notebook_stops_with_its_path_and_manifest(tmp_path, book, capsys):
+    params = write_params(tmp_path, {"steps": 2, "data_root": str(tmp_path)})
+    code = run.main([str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "outputs")])
+    err = capsys.readouterr().err
+    assert code == 1
+    executed = tmp_path / "outputs" / "trial" / "02_fail.ipynb"
+    assert str(executed) in err and "ValueError: boom" in err
+    manifest = json.loads((tmp_path / "outputs" / "trial" / "manifest.json").read_text())
+    assert [n["status"] for n in manifest["notebooks"]] == ["ok", "failed"]
+    first = manifest["notebooks"][0]
+    assert first["parameters"]["steps"] == 2 and first["parameters"]["output_dir"].endswith("trial")
+    assert manifest["versions"]["torch"] and manifest["git_commit"] and "wall_time_s" in first
+    ok = nbformat.read(tmp_path / "outputs" / "trial" / "01_ok.ipynb", as_version=4)
+    assert "steps 2" in ok.cells[-1].outputs[0]["text"]
+
+
+def test_only_selects_by_prefix(tmp_path, book):
+    params = write_params(tmp_path, {"steps": 2})
+    assert run.main([str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o" / "trial").glob("*.ipynb")) == ["01_ok.ipynb"]
+    with pytest.raises(run.ParamsError, match="--only 07"):
+        run.notebooks_in(book, ["07"])
+
+
+@pytest.mark.parametrize("name", ["smoke", "small", "paper"])
+def test_shipped_params_files_validate(name):
+    declared = {nb: run.declared_parameters(nb) for nb in NOTEBOOKS}
+    params = run.load_params(ROOT / "params" / f"{name}.yaml")
+    run.validate({k: v for k, v in params.items() if not k.endswith(run.PATH_SUFFIXES)}, declared, name)
+
+
+def test_committed_notebooks_default_to_the_smoke_values():
+    """nbval checks the committed outputs, so the defaults must be what smoke.yaml runs."""
+    smoke = run.load_params(ROOT / "params" / "smoke.yaml")
+    for nb in NOTEBOOKS:
+        spec = run.declared_parameters(nb)
+        assert all(v["inferred_type_name"] != "None" for v in spec.values()), f"{nb.name}: untyped parameter"
+        defaults = run.defaults(spec)
+        for key in set(spec) & set(smoke):
+            assert defaults[key] == smoke[key], f"{nb.name}: {key}"
+        assert defaults.get("output_dir", "../outputs/smoke") == "../outputs/smoke"
+
+
+def test_type_ok():
+    assert run.type_ok([0.1, 1], "list[float]") and not run.type_ok([0.1, "a"], "list[float]")
+    assert run.type_ok(3, "float") and not run.type_ok(3.5, "int") and not run.type_ok(1, "bool")
