@@ -16,11 +16,12 @@ reproduce: $(VENV)/.installed
 	$(PY) -m richreps.run $(PARAMS)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check richreps tests bench conftest.py
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check richreps tests bench
-	$(VENV)/bin/ruff format --check richreps tests bench
+	$(VENV)/bin/ruff check richreps tests bench conftest.py
+	$(VENV)/bin/ruff format --check richreps tests bench conftest.py
 
 # Re-execute the committed notebooks with their defaults (= params/smoke.yaml) after a change.
 notebooks: $(VENV)/.installed

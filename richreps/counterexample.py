@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,7 @@ def minimal_support(signs) -> tuple[int, ...] | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def realizable_dichotomies() -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
     """All labellings of the four points that some linear classifier produces.
 
@@ -137,7 +137,7 @@ def optimal_classifiers(masses, tol: float = TIE_TOL) -> list[Classifier]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _separate_cached(signs: tuple[int, ...], features: tuple[int, ...]):
     return separate(signs, features)
 
@@ -150,7 +150,7 @@ def optimal_classifier(masses) -> Classifier:
 # ---------------------------------------------------------------- linear probes
 
 
-@lru_cache(maxsize=None)
+@cache
 def labellings(features: tuple[int, ...]) -> np.ndarray:
     """Every labelling of the four points realisable by a probe reading `features`."""
     ok = [s for s in itertools.product((1, -1), repeat=4) if separate(s, features)[0] > 1e-9]
@@ -225,6 +225,7 @@ def sweep_table(n_dirichlet: int = 2000, seed: int = 0, edge_steps: int = 20) ->
 
 def sweep_summary(table: pd.DataFrame) -> pd.DataFrame:
     """How often the optimal sparse classifier serves exactly 2 of 4 components, by region."""
+
     def outcome(row) -> str:
         if row["tie"]:
             return "tie: optima use different features"
@@ -394,6 +395,7 @@ def segment_zeros(fam: Family, i: int, j: int) -> tuple[list[float], list[float]
     The exact covariance is a quadratic in t, the proof's a line; both are solved in
     closed form from three exact evaluations.
     """
+
     def lam(t: float) -> np.ndarray:
         v = np.zeros(len(fam.components))
         v[i], v[j] = t, 1 - t

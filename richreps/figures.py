@@ -81,8 +81,16 @@ def plot_optimal_classifiers(cases: dict[str, list[float]]) -> plt.Figure:
 def plot_correlation_paths(paths: pd.DataFrame) -> plt.Figure:
     """Exact mixture covariance vs the proof's linear term along one-parameter paths."""
     g = sns.relplot(
-        data=paths, x="t", y="value", hue="quantity", style="quantity", col="case",
-        kind="line", height=3.2, aspect=1.2, facet_kws={"sharey": False},
+        data=paths,
+        x="t",
+        y="value",
+        hue="quantity",
+        style="quantity",
+        col="case",
+        kind="line",
+        height=3.2,
+        aspect=1.2,
+        facet_kws={"sharey": False},
     )
     for ax in g.axes.flat:
         ax.axhline(0, color="0.3", lw=0.8)
@@ -98,3 +106,34 @@ def plot_survival(table: pd.DataFrame, x: str, hue: str) -> plt.Figure:
     ax.legend(title=hue, bbox_to_anchor=(1.02, 1), loc="upper left")
     plt.setp(ax.get_xticklabels(), rotation=0)
     return fig
+
+
+def plot_accuracy_vs_members(long: pd.DataFrame, title: str) -> plt.Figure:
+    """Figure 6 / Table 3: accuracy vs number of concatenated members, one line per dataset.
+
+    `long` has columns n_models, dataset, accuracy and, optionally, source (paper / measured)
+    and sd (error bars where there are replicates).
+    """
+    has_source = "source" in long and long["source"].nunique() > 1
+    g = sns.relplot(
+        data=long,
+        x="n_models",
+        y="accuracy",
+        hue="dataset",
+        style="source" if has_source else None,
+        col="dataset",
+        kind="line",
+        marker="o",
+        height=2.8,
+        aspect=0.9,
+        facet_kws={"sharey": False},
+        col_wrap=4,
+    )
+    if "sd" in long:
+        for ax, (_, sub) in zip(g.axes.flat, long.groupby("dataset", sort=False)):
+            ax.errorbar(sub["n_models"], sub["accuracy"], yerr=sub["sd"], fmt="none", ecolor="0.3", capsize=3)
+    g.set(xticks=sorted(long["n_models"].unique()))
+    g.set_axis_labels("members (n)", "top-1 accuracy (%)")
+    g.set_titles("{col_name}")
+    g.figure.suptitle(title, y=1.04)
+    return g.figure

@@ -26,8 +26,19 @@ from richreps.io import write_json
 RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
 PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
 PINNED = (
-    "richreps", "torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn",
-    "seaborn", "matplotlib", "schedulefree", "papermill", "nbval", "mlxtend",
+    "richreps",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "seaborn",
+    "matplotlib",
+    "schedulefree",
+    "papermill",
+    "nbval",
+    "mlxtend",
 )
 SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}
 
@@ -131,8 +142,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run(params_file: str | Path, only: list[str] | None = None, notebooks: str | Path = "notebooks",
-        outputs: str | Path = "outputs") -> Path:
+def run(
+    params_file: str | Path,
+    only: list[str] | None = None,
+    notebooks: str | Path = "notebooks",
+    outputs: str | Path = "outputs",
+) -> Path:
     """Validate, then execute each notebook; return the manifest's path."""
     import papermill as pm
     from tqdm.auto import tqdm
@@ -169,8 +184,12 @@ def run(params_file: str | Path, only: list[str] | None = None, notebooks: str |
         entry = {"notebook": nb.name, "output": str(target), "parameters": nb_params}
         try:
             pm.execute_notebook(
-                str(nb), str(target), parameters=nb_params, kernel_name="python3",
-                cwd=str(nb.parent), progress_bar=True,
+                str(nb),
+                str(target),
+                parameters=nb_params,
+                kernel_name="python3",
+                cwd=str(nb.parent),
+                progress_bar=True,
             )
         except pm.PapermillExecutionError as e:
             entry.update(status="failed", error=f"{e.ename}: {e.evalue}")
@@ -209,9 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("params", help="a params YAML file, e.g. params/smoke.yaml")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose name starts with these")
     ap.add_argument("--notebooks", default="notebooks", help="folder of numbered notebooks")
-    ap.add_argument("--outputs", default="outputs", help="outputs root; results go to <outputs>/<params name>")
-    ap.add_argument("--refresh-committed", action="store_true",
-                    help="re-execute notebooks/ in place with their defaults (must equal the params file)")
+    ap.add_argument(
+        "--outputs", default="outputs", help="outputs root; results go to <outputs>/<params name>"
+    )
+    ap.add_argument(
+        "--refresh-committed",
+        action="store_true",
+        help="re-execute notebooks/ in place with their defaults (must equal the params file)",
+    )
     args = ap.parse_args(argv)
     try:
         if args.refresh_committed:

@@ -24,7 +24,12 @@ def test_only_the_xor_labellings_are_not_linear():
 
 
 def test_ignored_point_decides_the_feature():
-    cases = {0: [0.1, 0.4, 0.25, 0.25], 1: [0.4, 0.1, 0.25, 0.25], 2: [0.25, 0.25, 0.1, 0.4], 3: [0.25, 0.25, 0.4, 0.1]}
+    cases = {
+        0: [0.1, 0.4, 0.25, 0.25],
+        1: [0.4, 0.1, 0.25, 0.25],
+        2: [0.25, 0.25, 0.1, 0.4],
+        3: [0.25, 0.25, 0.4, 0.1],
+    }
     for point, lam in cases.items():
         clf = ce.optimal_classifier(ce.mixture(lam))
         assert clf.misclassified == (point,)
@@ -54,8 +59,12 @@ def test_sweep_counts_ties_on_the_boundary():
 
 @pytest.mark.parametrize(
     "bad, match",
-    [([0.5, 0.5, 0.5, -0.5], "negative"), ([0.2, 0.2, 0.2, 0.2], "sum to 1"),
-     ([np.nan, 0.5, 0.5, 0.0], "NaN"), ([0.5, 0.5], "entries")],
+    [
+        ([0.5, 0.5, 0.5, -0.5], "negative"),
+        ([0.2, 0.2, 0.2, 0.2], "sum to 1"),
+        ([np.nan, 0.5, 0.5, 0.0], "NaN"),
+        ([0.5, 0.5], "entries"),
+    ],
 )
 def test_bad_lambda_is_a_clear_error(bad, match):
     with pytest.raises(ValueError, match="lambda") as err:

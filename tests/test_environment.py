@@ -14,7 +14,9 @@ def test_environment_yml_mirrors_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     mirrored = {p for p in pip if not p.startswith("-e")}
-    assert mirrored == pinned, f"only in environment.yml: {mirrored - pinned}; only in pyproject: {pinned - mirrored}"
+    assert mirrored == pinned, (
+        f"only in environment.yml: {mirrored - pinned}; only in pyproject: {pinned - mirrored}"
+    )
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     assert project["requires-python"] == ">=" + python.split("=")[1]
 

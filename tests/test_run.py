@@ -27,8 +27,11 @@ def make_notebook(path: Path, params_src: str, body: str) -> Path:
 def book(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    make_notebook(folder / "01_ok.ipynb", 'output_dir: str = "out"\nsteps: int = 1\ndata_root: str = ""',
-                  "print('steps', steps)")
+    make_notebook(
+        folder / "01_ok.ipynb",
+        'output_dir: str = "out"\nsteps: int = 1\ndata_root: str = ""',
+        "print('steps', steps)",
+    )
     make_notebook(folder / "02_fail.ipynb", "rate: float = 0.1", "raise ValueError('boom')")
     return folder
 
@@ -86,7 +89,10 @@ def test_failing_notebook_stops_with_its_path_and_manifest(tmp_path, book, capsy
 
 def test_only_selects_by_prefix(tmp_path, book):
     params = write_params(tmp_path, {"steps": 2})
-    assert run.main([str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"]) == 0
+    assert (
+        run.main([str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"])
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "o" / "trial").glob("*.ipynb")) == ["01_ok.ipynb"]
     with pytest.raises(run.ParamsError, match="--only 07"):
         run.notebooks_in(book, ["07"])
