@@ -1,0 +1,287 @@
+"""ImageNet-1k, iNaturalist 2018 and CIFAR-10/100 read from their own on-disk formats.
+
+Nothing here downloads. Each loader first checks the layout and fails with one line naming
+the path and the layout it expected, before any model is built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
+POLICIES = ("error", "skip")
+
+
+class DatasetError(ValueError):
+    """A dataset root that cannot be used; the message names the path and the expected layout."""
+
+
+class CorruptImageError(RuntimeError):
+    """An image that cannot be decoded, under the `error` policy."""
+
+
+@dataclass
+class ImageIndex:
+    """A dataset as file paths and integer labels, before any decoding."""
+
+    name: str
+    classes: list[str]
+    train: list[tuple[str, int]]
+    test: list[tuple[str, int]]
+    skipped: list[str] = field(default_factory=list)
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.array([y for _, y in getattr(self, split)], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _require_dir(path: Path, layout: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{path}: folder not found; expected {layout}")
+    return path
+
+
+def _image_folder(
+    split_dir: Path, classes: list[str] | None, layout: str
+) -> tuple[list[str], list[tuple[str, int]]]:
+    _require_dir(split_dir, layout)
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if not found:
+        raise DatasetError(f"{split_dir}: no class folders; expected {layout}")
+    classes = classes if classes is not None else found
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in found if c not in lookup]
+    if unknown:
+        raise DatasetError(f"{split_dir / unknown[0]}: class folder not present in train/; expected {layout}")
+    samples = [
+        (str(p), lookup[c])
+        for c in found
+        for p in sorted((split_dir / c).iterdir())
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+    ]
+    if not samples:
+        raise DatasetError(f"{split_dir}: no images (*.JPEG, *.jpg, *.png); expected {layout}")
+    return classes, samples
+
+
+def imagenet_index(root: str | Path) -> ImageIndex:
+    """ImageNet-1k in ImageFolder layout: root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG."""
+    root = Path(root)
+    layout = "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (ImageFolder layout, val sorted into class folders)"
+    _require_dir(root, layout)
+    classes, train = _image_folder(root / "train", None, layout)
+    _, test = _image_folder(root / "val", classes, layout)
+    return ImageIndex("imagenet", classes, train, test)
+
+
+def inat18_index(root: str | Path) -> ImageIndex:
+    """iNaturalist 2018 from train2018.json and val2018.json (COCO style) under root.
+
+    Labels follow the authors' protocol (richreps-timecat / RRL): the class of an image is the
+    directory part of its `file_name` (e.g. 'train_val2018/Plantae/7477'), and class indices are
+    those directories in sorted order, taken from train2018.json. `category_id` is not used.
+    val2018.json is the test set, as in the authors' code; validation comes from `split_train`.
+    """
+    root = Path(root)
+    layout = (
+        "root/train2018.json, root/val2018.json and the image paths they list (e.g. root/train_val2018/...)"
+    )
+    _require_dir(root, layout)
+
+    def read(name: str) -> list[str]:
+        path = root / name
+        if not path.is_file():
+            raise DatasetError(f"{path}: file not found; expected {layout}")
+        try:
+            images = json.loads(path.read_text())["images"]
+            return [img["file_name"] for img in images]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DatasetError(f"{path}: not a COCO-style file with images[].file_name ({e})") from None
+
+    train_files, val_files = read("train2018.json"), read("val2018.json")
+    if not train_files:
+        raise DatasetError(f"{root / 'train2018.json'}: lists no images; expected {layout}")
+    classes = sorted({str(Path(f).parent) for f in train_files})
+    lookup = {c: i for i, c in enumerate(classes)}
+    missing = [f for f in val_files if str(Path(f).parent) not in lookup]
+    if missing:
+        raise DatasetError(
+            f"{root / 'val2018.json'}: {missing[0]} is in a directory absent from train2018.json"
+        )
+    first = root / train_files[0]
+    if not first.is_file():
+        raise DatasetError(f"{first}: image listed in train2018.json not found; expected {layout}")
+    train = [(str(root / f), lookup[str(Path(f).parent)]) for f in train_files]
+    test = [(str(root / f), lookup[str(Path(f).parent)]) for f in val_files]
+    return ImageIndex("inat18", classes, train, test)
+
+
+# ---------------------------------------------------------------- CIFAR (python pickles)
+
+CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": ("batches.meta", "label_names"),
+        "labels": "labels",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": ("meta", "fine_label_names"),
+        "labels": "fine_labels",
+    },
+}
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (the 'python version')"
+
+
+def _unpickle(path: Path) -> dict:
+    """The official files are Python 2 pickles; keys come back as bytes, so decode them."""
+    with path.open("rb") as f:
+        try:
+            raw = pickle.load(f, encoding="bytes")
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise DatasetError(f"{path}: not a CIFAR python pickle ({e})") from None
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+def cifar_arrays(name: str, root: str | Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """CIFAR-10/100 as uint8 HWC arrays and labels: (classes, {'train': (x, y), 'test': (x, y)}).
+
+    `root` may be the extracted folder itself or its parent. torchvision's classes are not used
+    because they check the official md5 sums even with download=False.
+    """
+    spec = CIFAR[name]
+    root = Path(root)
+    folder = root if root.name == spec["folder"] else root / spec["folder"]
+    files = spec["train"] + spec["test"] + [spec["meta"][0]]
+    layout = f"{root}/{spec['folder']}/{{{', '.join(files)}}} from {CIFAR_URL}"
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found; expected {layout}")
+    for f in files:
+        if not (folder / f).is_file():
+            raise DatasetError(f"{folder / f}: file not found; expected {layout}")
+    meta = _unpickle(folder / spec["meta"][0])
+    classes = [c.decode() if isinstance(c, bytes) else c for c in meta[spec["meta"][1]]]
+    out = {}
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for f in spec[split]:
+            d = _unpickle(folder / f)
+            try:
+                x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                y = np.asarray(d[spec["labels"]], dtype=np.int64)
+            except (KeyError, ValueError) as e:
+                raise DatasetError(
+                    f"{folder / f}: expected 'data' (N x 3072) and '{spec['labels']}' ({e})"
+                ) from None
+            xs.append(x)
+            ys.append(y)
+        out[split] = (np.concatenate(xs), np.concatenate(ys))
+    return classes, out
+
+
+# ---------------------------------------------------------------- corrupt files
+
+
+def scan_images(
+    samples: list[tuple[str, int]], policy: str, desc: str = "checking images"
+) -> tuple[list, list[str]]:
+    """Open every file's header; return (readable samples, unreadable paths).
+
+    Under `error` the first unreadable file raises with its path; under `skip` it is left
+    out, counted and logged, so a run never trains on fewer images without saying so.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"corrupt_policy must be one of {POLICIES}, got {policy!r}")
+    good, bad = [], []
+    for path, label in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            if policy == "error":
+                raise CorruptImageError(
+                    f"{path}: unreadable image ({type(e).__name__}); set corrupt_policy: skip to leave it out"
+                ) from None
+            bad.append(path)
+            continue
+        good.append((path, label))
+    if bad:
+        log.warning("skipped %d unreadable images (corrupt_policy=skip): %s", len(bad), ", ".join(bad))
+    return good, bad
+
+
+def load_rgb(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as e:  # noqa: BLE001
+        raise CorruptImageError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------- splits and datasets
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic per-class split of a training set into (train, validation) indices.
+
+    Model selection uses the validation part, so it never touches the test split.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(val_fraction * len(idx)))
+        k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """(image, label) pairs from a list of files; decoding errors name the file."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable | None = None):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform else img), label
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """(image, label) pairs from a uint8 HWC array (CIFAR)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        return (self.transform(img) if self.transform else img), int(self.labels[i])

@@ -1,0 +1,126 @@
+"""Input pipelines: a CPU DataLoader sized from the machine, and a batched JPEG path for CUDA.
+
+With 16 cores, PIL decoding tops out near 410 images/s per core while a compiled ResNet-50
+consumes ~6,700 images/s on an H200, so on GPUs the JPEG bytes are decoded by nvjpeg and the
+training augmentation runs batch-wise on the device. The same code runs on the CPU (tests, here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from richreps.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def default_workers(world_size: int = 1) -> int:
+    """Loader workers per process: the cores this process may use, minus one for the main loop."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, cores // max(world_size, 1) - 1))
+
+
+def cpu_loader(
+    dataset,
+    batch_size: int,
+    sampler=None,
+    workers: int | None = None,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    collate_fn=None,
+) -> torch.utils.data.DataLoader:
+    """DataLoader with workers, pinned memory, persistent workers and prefetch."""
+    workers = default_workers() if workers is None else workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle and sampler is None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=drop_last,
+        collate_fn=collate_fn,
+    )
+
+
+class JpegBytes(torch.utils.data.Dataset):
+    """(encoded JPEG bytes as a uint8 tensor, label): workers only read files, never decode."""
+
+    def __init__(self, samples: list[tuple[str, int]]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        data = Path(path).read_bytes()
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label
+
+
+def collate_bytes(batch):
+    return [b for b, _ in batch], torch.tensor([y for _, y in batch])
+
+
+def _crop_box(h: int, w: int, scale, ratio, g: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box sampling, with an explicit generator."""
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=g))
+        aspect = math.exp(float(torch.empty(1).uniform_(*log_ratio, generator=g)))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            return top, left, ch, cw
+    in_ratio = w / h  # fallback: central crop
+    if in_ratio < ratio[0]:
+        cw, ch = w, round(w / ratio[0])
+    elif in_ratio > ratio[1]:
+        ch, cw = h, round(h * ratio[1])
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+class BatchAugment:
+    """Decode a list of JPEG byte tensors on `device`, then RandomResizedCrop + flip + normalise
+    batch-wise. Decoding happens in one batched call (nvjpeg on CUDA)."""
+
+    def __init__(
+        self,
+        size: int = 224,
+        device: str | torch.device = "cpu",
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        seed: int = 0,
+        channels_last: bool = False,
+    ):
+        self.size, self.device, self.scale, self.ratio = size, torch.device(device), scale, ratio
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.g = torch.Generator().manual_seed(seed)
+        self.channels_last = channels_last
+
+    def __call__(self, encoded: list[torch.Tensor]) -> torch.Tensor:
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        out = torch.empty(len(images), 3, self.size, self.size, device=self.device)
+        for i, img in enumerate(images):
+            top, left, ch, cw = _crop_box(img.shape[1], img.shape[2], self.scale, self.ratio, self.g)
+            crop = img[None, :, top : top + ch, left : left + cw].float()
+            out[i] = F.interpolate(
+                crop, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )[0]
+        flip = torch.rand(len(images), generator=self.g) < 0.5
+        out[flip.to(self.device)] = out[flip.to(self.device)].flip(-1)
+        out = out.div_(255.0).sub_(self.mean).div_(self.std)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out

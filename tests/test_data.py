@@ -1,0 +1,314 @@
+"""Real-format loaders on tiny datasets the tests write themselves."""
+
+import json
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from richreps.data import (
+    CorruptImageError,
+    DatasetError,
+    build_dataset,
+    index_dataset,
+    probe_transform,
+    stratified_split,
+)
+from richreps.data import __main__ as cli
+from richreps.data import cues
+from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes, cpu_loader
+from richreps.data.sampler import ResumableSampler
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def jpeg(path, seed, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
+
+
+@pytest.fixture
+def imagenet(tmp_path):
+    root = tmp_path / "imagenet"
+    for c, wnid in enumerate(WNIDS):
+        for i in range(6):
+            jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG", 10 * c + i)
+        jpeg(root / "val" / wnid / f"ILSVRC2012_val_{c}.JPEG", 100 + c)
+    return root
+
+
+def test_imagenet_index_and_splits(imagenet):
+    index = index_dataset("imagenet", imagenet)
+    assert index.classes == WNIDS and len(index.train) == 18 and len(index.test) == 3
+    assert index.labels("test").tolist() == [0, 1, 2]
+    tr = build_dataset("imagenet", imagenet, "train", val_fraction=0.34)
+    va = build_dataset("imagenet", imagenet, "val", val_fraction=0.34)
+    te = build_dataset("imagenet", imagenet, "test", transform=probe_transform("imagenet", False, size=16))
+    assert len(tr) + len(va) == 18 and not {p for p, _ in tr.samples} & {p for p, _ in va.samples}
+    assert sorted(y for _, y in va.samples) == [0, 0, 1, 1, 2, 2]  # stratified: two per class
+    x, y = te[1]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 1
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r / "missing", "folder not found; expected root/train/<wnid>/*.JPEG"),
+        (lambda r: (__import__("shutil").rmtree(r / "val"), r)[1], "val: folder not found"),
+        (
+            lambda r: ((r / "val" / "n99999999").mkdir(), r)[1],
+            "n99999999: class folder not present in train/",
+        ),
+    ],
+)
+def test_imagenet_layout_errors_name_the_path(imagenet, mutate, message):
+    root = mutate(imagenet)
+    with pytest.raises(DatasetError) as err:
+        index_dataset("imagenet", root)
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_imagenet_without_images(tmp_path):
+    (tmp_path / "train" / WNIDS[0]).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images"):
+        index_dataset("imagenet", tmp_path)
+
+
+def test_corrupt_image_policy(imagenet, caplog):
+    bad = imagenet / "train" / WNIDS[1] / "broken.JPEG"
+    bad.write_bytes(b"this is not a jpeg")
+    splits = [build_dataset("imagenet", imagenet, s, val_fraction=0.2) for s in ("train", "val")]
+    holder = next(ds for ds in splits if str(bad) in [p for p, _ in ds.samples])
+    with pytest.raises(
+        CorruptImageError, match="broken.JPEG: unreadable image"
+    ):  # error policy: first decode
+        holder[[p for p, _ in holder.samples].index(str(bad))]
+    with pytest.raises(CorruptImageError, match="broken.JPEG: unreadable image"):  # or an up-front scan
+        for s in ("train", "val"):
+            build_dataset("imagenet", imagenet, s, val_fraction=0.2, scan=True)
+    with caplog.at_level(logging.WARNING):
+        kept = build_dataset("imagenet", imagenet, "train", val_fraction=0.2, corrupt_policy="skip")
+        held = build_dataset("imagenet", imagenet, "val", val_fraction=0.2, corrupt_policy="skip")
+    assert (
+        len(kept) + len(held) == 18
+        and "skipped 1 unreadable images" in caplog.text
+        and str(bad) in caplog.text
+    )
+
+
+def inat(tmp_path):
+    root = tmp_path / "inat"
+    dirs = ["train_val2018/Plantae/7477", "train_val2018/Aves/0003", "train_val2018/Fungi/1200"]
+
+    def write(name, files_per_dir, offset):
+        images, annotations = [], []
+        for d_i, d in enumerate(dirs):
+            for k in range(files_per_dir):
+                f = f"{d}/{name}_{k}.jpg"
+                jpeg(root / f, offset + 10 * d_i + k)
+                images.append({"id": len(images), "file_name": f})
+                annotations.append(
+                    {"image_id": len(annotations), "category_id": 500 - d_i}
+                )  # deliberately unsorted
+        (root / f"{name}.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+
+    write("train2018", 4, 0)
+    write("val2018", 1, 1000)
+    return root
+
+
+def test_inat_labels_come_from_sorted_directories(tmp_path):
+    root = inat(tmp_path)
+    index = index_dataset("inat18", root)
+    assert index.classes == [
+        "train_val2018/Aves/0003",
+        "train_val2018/Fungi/1200",
+        "train_val2018/Plantae/7477",
+    ]
+    by_dir = {p.split("/")[-2]: y for p, y in index.test}
+    assert by_dir == {"7477": 2, "0003": 0, "1200": 1}
+    assert len(build_dataset("inat18", root, "train", val_fraction=0.25)) == 9
+
+
+def test_inat_errors(tmp_path):
+    root = inat(tmp_path)
+    (root / "val2018.json").unlink()
+    with pytest.raises(DatasetError, match="val2018.json: file not found"):
+        index_dataset("inat18", root)
+    (root / "val2018.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not a COCO-style file"):
+        index_dataset("inat18", root)
+
+
+def write_cifar(root, name, n_train=40, n_test=10, classes=10):
+    rng = np.random.default_rng(0)
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    key = b"labels" if name == "cifar10" else b"fine_labels"
+
+    def dump(fname, n):  # bytes keys, as the official Python 2 pickles load with encoding="bytes"
+        data = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), key: list(np.arange(n) % classes)}
+        (folder / fname).write_bytes(pickle.dumps(data, protocol=2))
+
+    if name == "cifar10":
+        for i in range(1, 6):
+            dump(f"data_batch_{i}", n_train // 5)
+        dump("test_batch", n_test)
+        meta = {b"label_names": [f"c{i}".encode() for i in range(classes)]}
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    else:
+        dump("train", n_train)
+        dump("test", n_test)
+        (folder / "meta").write_bytes(
+            pickle.dumps({b"fine_label_names": [f"f{i}".encode() for i in range(classes)]})
+        )
+    return folder
+
+
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 20)])
+def test_cifar_pickles(tmp_path, name, classes):
+    folder = write_cifar(tmp_path, name, n_train=100, classes=classes)
+    train = build_dataset(
+        name, tmp_path, "train", val_fraction=0.2, transform=probe_transform(name, True, size=24)
+    )
+    val = build_dataset(name, folder, "val", val_fraction=0.2)  # the folder itself works too
+    test = build_dataset(name, tmp_path, "test")
+    assert (len(train), len(val), len(test)) == (80, 20, 10)
+    x, y = train[0]
+    assert x.shape == (3, 24, 24) and isinstance(y, int)
+    assert sorted(np.bincount(val.labels).tolist()) == [20 // classes] * classes
+
+
+def test_cifar_missing_file_names_it(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DatasetError, match="data_batch_3: file not found.*cs.toronto.edu"):
+        build_dataset("cifar10", tmp_path, "train")
+    with pytest.raises(DatasetError, match="cifar-100-python: folder not found"):
+        build_dataset("cifar100", tmp_path, "test")
+
+
+def test_stratified_split_is_deterministic_and_disjoint():
+    labels = np.repeat(np.arange(5), 20)
+    a = stratified_split(labels, 0.1, seed=3)
+    b = stratified_split(labels, 0.1, seed=3)
+    c = stratified_split(labels, 0.1, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[1], c[1])
+    assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == 100
+    assert np.bincount(labels[a[1]]).tolist() == [2] * 5
+
+
+def test_sampler_deterministic_sharded_and_resumable():
+    full = [ResumableSampler(10, 3, r, seed=7) for r in range(3)]
+    for s in full:
+        s.set_epoch(2)
+    shards = [list(s) for s in full]
+    assert set(sum(shards, [])) == set(range(10)) and all(len(s) == 4 for s in shards)
+    again = ResumableSampler(10, 3, 1, seed=7)
+    again.set_epoch(2)
+    assert list(again) == shards[1]
+    again.set_epoch(3)
+    assert list(again) != shards[1]
+    resumed = ResumableSampler(10, 3, 1, seed=7)
+    resumed.load_state_dict({"epoch": 2, "start": 3, "seed": 7})
+    assert list(resumed) == shards[1][3:] and len(resumed) == 1
+    with pytest.raises(ValueError, match="seed"):
+        resumed.load_state_dict({"epoch": 2, "start": 0, "seed": 8})
+
+
+def test_batched_jpeg_path_on_cpu(imagenet):
+    samples = index_dataset("imagenet", imagenet).train[:6]
+    loader = cpu_loader(JpegBytes(samples), batch_size=3, workers=0, collate_fn=collate_bytes)
+    encoded, labels = next(iter(loader))
+    out1 = BatchAugment(size=16, seed=1)(encoded)
+    out2 = BatchAugment(size=16, seed=1)(encoded)
+    assert out1.shape == (3, 3, 16, 16) and labels.tolist() == [0, 0, 0]
+    assert torch.equal(out1, out2) and abs(float(out1.mean())) < 3
+
+
+# ---------------------------------------------------------------- the multi-cue benchmark
+
+
+def test_cues_are_deterministic_with_shapes_and_dtypes():
+    a = cues.sample_pretrain(256, [0.4, 0.3, 0.2, 0.1], seed=5)
+    b = cues.sample_pretrain(256, [0.4, 0.3, 0.2, 0.1], seed=5)
+    c = cues.sample_pretrain(256, [0.4, 0.3, 0.2, 0.1], seed=6)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, c.images)
+    assert a.images.shape == (256, 3, 32, 32) and a.images.dtype == torch.float32
+    assert a.labels.dtype == torch.int64 and a.cues.shape == (256, 4)
+    assert 0 <= float(a.images.min()) and float(a.images.max()) <= 1
+
+
+@pytest.mark.parametrize("task", list(cues.TASKS))
+def test_each_task_is_decodable_from_its_cue_only(task):
+    batch = cues.sample_task(task, 4000, seed=1)
+    spec = cues.TASKS[task]
+    chance = 1 / spec.n_classes
+    for cue in cues.CUES:
+        acc = cues.oracle_accuracy(batch, cue)
+        if cue == spec.cue:
+            assert acc == 1.0
+        else:
+            assert acc < chance + 0.06, (cue, acc)
+
+
+def test_pretraining_mixture_components():
+    batch = cues.sample_pretrain(4000, [0.7, 0.1, 0.1, 0.1], seed=0)
+    share = torch.bincount(batch.component, minlength=4).float() / 4000
+    assert abs(float(share[0]) - 0.7) < 0.03
+    for j, cue in enumerate(cues.CUES):  # in component j, cue j carries the label
+        sel = batch.component == j
+        assert torch.equal(batch.cues[sel, j], batch.labels[sel])
+    red = cues.sample_pretrain(4000, [1, 1, 1, 1], seed=0, redundant=[1.0, 0.9, 0.5, 0.0])
+    agree = (red.cues == red.labels[:, None]).float().mean(0)
+    assert float(agree[0]) == 1.0 and abs(float(agree[1]) - 0.91) < 0.03 and float(agree[3]) < 0.15
+    with pytest.raises(ValueError, match="mixture weights"):
+        cues.sample_pretrain(10, [1, -1, 0, 0], seed=0)
+
+
+def test_glyph_pools_are_disjoint():
+    pre, pre_y = cues.glyph_pool("pretrain")
+    tra, tra_y = cues.glyph_pool("transfer")
+    assert len(pre) == 3000 and len(tra) == 2000
+    assert torch.bincount(tra_y).tolist() == [200] * 10
+    flat_pre = {tuple(g.flatten().tolist()) for g in pre}
+    assert not any(tuple(g.flatten().tolist()) in flat_pre for g in tra)
+
+
+def test_each_cue_changes_the_pixels():
+    g = torch.Generator().manual_seed(0)
+    base = torch.tensor([[3, 2, 5, 4]])
+    pick = torch.tensor([0.5])
+    no_noise = cues.Difficulty(noise=0.0, color_jitter=0.0)
+    ref = cues.render(base, pick, "pretrain", no_noise, g)
+    for k in range(4):
+        other = base.clone()
+        other[0, k] = (other[0, k] + 1) % 10
+        assert not torch.equal(cues.render(other, pick, "pretrain", no_noise, g), ref), cues.CUES[k]
+
+
+def test_task_splits_are_distinct():
+    splits = cues.task_splits("color", {"train": 64, "val": 32, "test": 32}, seed=0)
+    assert {k: len(v.labels) for k, v in splits.items()} == {"train": 64, "val": 32, "test": 32}
+    assert not torch.equal(splits["val"].images, splits["test"].images)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_check_command(imagenet, capsys):
+    (imagenet / "val" / WNIDS[0] / "bad.JPEG").write_bytes(b"\x00\x01")
+    assert (
+        cli.main(["check", "--dataset", "imagenet", "--root", str(imagenet), "--val-fraction", "0.34"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "imagenet: 3 classes" in out and "train 12, val 6" in out and "test 4" in out
+    assert "unreadable files: 1" in out and "bad.JPEG" in out
+    assert cli.main(["check", "--dataset", "cifar100", "--root", str(imagenet)]) == 2
+    assert "cifar-100-python: folder not found" in capsys.readouterr().err
+    assert cli.main(["check", "--dataset", "cues"]) == 0
