@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.common import imagenet_like_folder, rate
-from richreps.data import build_dataset, pretrain_transform
-from richreps.data import cues
+from richreps.data import build_dataset, cues, pretrain_transform
 from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes, cpu_loader, default_workers
 
 

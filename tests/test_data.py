@@ -13,12 +13,12 @@ from richreps.data import (
     CorruptImageError,
     DatasetError,
     build_dataset,
+    cues,
     index_dataset,
     probe_transform,
     stratified_split,
 )
 from richreps.data import __main__ as cli
-from richreps.data import cues
 from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes, cpu_loader
 from richreps.data.sampler import ResumableSampler
 
@@ -261,7 +261,7 @@ def test_pretraining_mixture_components():
     batch = cues.sample_pretrain(4000, [0.7, 0.1, 0.1, 0.1], seed=0)
     share = torch.bincount(batch.component, minlength=4).float() / 4000
     assert abs(float(share[0]) - 0.7) < 0.03
-    for j, cue in enumerate(cues.CUES):  # in component j, cue j carries the label
+    for j in range(len(cues.CUES)):  # in component j, cue j carries the label
         sel = batch.component == j
         assert torch.equal(batch.cues[sel, j], batch.labels[sel])
     red = cues.sample_pretrain(4000, [1, 1, 1, 1], seed=0, redundant=[1.0, 0.9, 0.5, 0.0])
