@@ -1,0 +1,154 @@
+"""The TIME-CONCAT compute plan: which members to train, for how long, and what it costs.
+
+    python -m richreps.budget --total 400000 --baseline 450000 --cat 2 4 5 --mode shared-prefix
+
+CAT1 is one member trained for the baseline's steps; CATn is n members of total // n steps.
+Schedule-free AdamW has no schedule tied to the run's length, so with a fixed warmup the
+model at step t of a longer run *is* the t-step model of the same seed and data order.
+Shared-prefix mode uses this: each seed trains once, to the largest step any CAT needs from
+it, and exports members on the way. Independent mode trains every member separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+MODES = ("shared-prefix", "independent")
+
+
+@dataclass
+class Run:
+    """One training run: a seed trained to `steps`, exporting members at `exports`."""
+
+    seed: int
+    steps: int
+    exports: list[int]
+    used_by: dict[int, str] = field(default_factory=dict)  # export step -> "CAT1, CAT2"
+
+
+@dataclass
+class Plan:
+    cats: dict[int, list[tuple[int, int]]]  # n -> members as (seed, steps)
+    runs: list[Run]
+    mode: str
+
+    @property
+    def total_steps(self) -> int:
+        return sum(r.steps for r in self.runs)
+
+    def cat_compute(self) -> dict[int, int]:
+        """Steps each CATn represents (its members' steps summed), the paper's compute axis."""
+        return {n: sum(s for _, s in members) for n, members in self.cats.items()}
+
+    def member_steps(self) -> dict[int, int]:
+        return {n: members[0][1] for n, members in self.cats.items()}
+
+
+def members(
+    total: int, baseline: int, cats: list[int], seeds: list[int] | None = None
+) -> dict[int, list[tuple[int, int]]]:
+    """CAT sizes -> their members as (seed, steps); CATn uses the first n seeds."""
+    if total <= 0 or baseline <= 0:
+        raise ValueError(f"--total and --baseline must be positive, got {total} and {baseline}")
+    sizes = sorted({1, *cats})
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"--cat sizes must be >= 1, got {cats}")
+    seeds = list(range(max(sizes))) if seeds is None else list(seeds)
+    if len(seeds) < max(sizes):
+        raise ValueError(f"--seeds lists {len(seeds)} seeds; CAT{max(sizes)} needs {max(sizes)}")
+    out = {}
+    for n in sizes:
+        steps = baseline if n == 1 else total // n
+        if steps < 1:
+            raise ValueError(f"CAT{n}: {total} // {n} leaves no steps per member")
+        out[n] = [(seeds[i], steps) for i in range(n)]
+    return out
+
+
+def plan(
+    total: int,
+    baseline: int,
+    cats: list[int],
+    mode: str = "shared-prefix",
+    seeds: list[int] | None = None,
+    warmup_steps: int | None = 0,
+    warmup_fraction: float | None = None,
+) -> Plan:
+    """Build the run list. Shared-prefix needs a warmup fixed in steps, not a fraction of the run."""
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
+    if mode == "shared-prefix" and warmup_fraction is not None:
+        raise ValueError(
+            "shared-prefix needs a warmup fixed in steps: a warmup that is a fraction of the run's length "
+            "makes the step-t model of a longer run differ from a t-step run; use --warmup-steps or --mode independent"
+        )
+    cat_members = members(total, baseline, cats, seeds)
+    runs: list[Run] = []
+    if mode == "independent":
+        for n, ms in cat_members.items():
+            for seed, steps in ms:
+                runs.append(Run(seed, steps, [steps], {steps: f"CAT{n}"}))
+    else:
+        by_seed: dict[int, dict[int, list[str]]] = {}
+        for n, ms in cat_members.items():
+            for seed, steps in ms:
+                by_seed.setdefault(seed, {}).setdefault(steps, []).append(f"CAT{n}")
+        for seed, exports in by_seed.items():
+            steps = sorted(exports)
+            runs.append(Run(seed, steps[-1], steps, {s: ", ".join(exports[s]) for s in steps}))
+    return Plan(cat_members, runs, mode)
+
+
+def format_plan(p: Plan, other: Plan | None = None) -> str:
+    lines = [f"mode: {p.mode}", f"{'seed':>8} {'steps':>10}  exports (step: used by)"]
+    for r in p.runs:
+        exports = "; ".join(f"{s}: {r.used_by[s]}" for s in r.exports)
+        lines.append(f"{r.seed:>8} {r.steps:>10}  {exports}")
+    lines.append(
+        "compute per CATn (member steps summed): "
+        + ", ".join(f"CAT{n} {c}" for n, c in p.cat_compute().items())
+    )
+    lines.append(f"total training steps, {p.mode}: {p.total_steps}")
+    if other is not None:
+        lines.append(f"total training steps, {other.mode}: {other.total_steps}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m richreps.budget", description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--total", type=int, required=True, help="steps shared by the members of each CATn (n > 1)"
+    )
+    ap.add_argument("--baseline", type=int, required=True, help="steps of CAT1, the single baseline model")
+    ap.add_argument("--cat", type=int, nargs="+", required=True, help="CAT sizes n")
+    ap.add_argument("--mode", choices=MODES, default="shared-prefix")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="one seed per member slot (default 0..n-1)"
+    )
+    warm = ap.add_mutually_exclusive_group()
+    warm.add_argument("--warmup-steps", type=int, default=0)
+    warm.add_argument("--warmup-fraction", type=float, default=None, help="warmup as a fraction of each run")
+    args = ap.parse_args(argv)
+    try:
+        p = plan(
+            args.total,
+            args.baseline,
+            args.cat,
+            args.mode,
+            args.seeds,
+            args.warmup_steps,
+            args.warmup_fraction,
+        )
+        other_mode = "independent" if args.mode == "shared-prefix" else "shared-prefix"
+        other = plan(args.total, args.baseline, args.cat, other_mode, args.seeds, args.warmup_steps, None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_plan(p, other))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

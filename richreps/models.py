@@ -1,0 +1,125 @@
+"""Members: torchvision ResNet-50 with AlgoPerf's initialisation, and smaller ones for CPU runs.
+
+Every model exposes `features(x)`, the pooled penultimate activations that CATn concatenates,
+and `fc`, the classifier on top of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
+
+
+def algoperf_init(model: ResNet) -> ResNet:
+    """AlgoPerf's ImageNet ResNet-50 initialisation: zero the last BN of every residual block
+    (so each block starts as the identity) and draw fc weights from N(0, 0.01)."""
+    for m in model.modules():
+        if isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
+        elif isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
+    nn.init.normal_(model.fc.weight, std=0.01)
+    nn.init.zeros_(model.fc.bias)
+    return model
+
+
+def _resnet_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return torch.flatten(model.avgpool(x), 1)
+
+
+class Member(nn.Module):
+    """A backbone whose `features` give the representation and whose `fc` classifies it."""
+
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ResNetMember(Member):
+    def __init__(self, net: ResNet):
+        super().__init__()
+        self.net = net
+        self.feature_dim = net.fc.in_features
+
+    @property
+    def fc(self) -> nn.Linear:
+        return self.net.fc
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return _resnet_features(self.net, x)
+
+
+class SmallCNN(Member):
+    """Four conv-BN-ReLU stages and global pooling: a ResNet-shaped member that trains on 2 CPU cores."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width, 8 * width]
+        layers = []
+        for i in range(4):
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
+            if i < 3:
+                layers.append(nn.MaxPool2d(2))
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = chans[-1]
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
+
+
+def build_model(arch: str, num_classes: int, width: int = 32) -> Member:
+    """A fresh member; the global RNG (seed it first) decides the initialisation."""
+    if arch == "resnet50":
+        return ResNetMember(algoperf_init(resnet50(num_classes=num_classes)))
+    if arch == "resnet18_cifar":  # 3x3 stem without max-pool, for 32 px inputs
+        net = resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+        return ResNetMember(algoperf_init(net))
+    if arch == "small_cnn":
+        return SmallCNN(num_classes, width)
+    raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches, device: torch.device | str | None = None) -> int:
+    """Recompute BatchNorm running statistics from `batches` as an exact average.
+
+    Schedule-free evaluates at a different point (x) from where it trains (y), so the running
+    statistics gathered during training belong to the wrong weights; AlgoPerf's schedule-free
+    entry missed its target for lack of this. Returns the number of batches used.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    was_training = model.training
+    model.train()
+    n = 0
+    for x in batches:
+        model(x.to(device) if device is not None else x)
+        n += 1
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.train(was_training)
+    return n

@@ -1,0 +1,262 @@
+"""Pretraining: the compute plan, shared-prefix exactness, kill-and-resume, BN at the evaluation point."""
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from richreps import budget, launch, pretrain
+from richreps.models import build_model, recalibrate_bn
+
+SMALL = [
+    "--global-batch",
+    "32",
+    "--train-size",
+    "512",
+    "--val-size",
+    "128",
+    "--bn-batches",
+    "2",
+    "--width",
+    "8",
+    "--log-every",
+    "2",
+    "--data-seed",
+    "1",
+]
+
+
+def args_for(out, steps, *extra):
+    return pretrain.parse_args(["--out", str(out), "--steps", str(steps), *SMALL, *extra])
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def member(path: Path) -> dict:
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def test_table3_plan_costs():
+    shared = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix")
+    indep = budget.plan(400_000, 450_000, [2, 4, 5], "independent")
+    assert shared.total_steps == 930_000 and indep.total_steps == 1_650_000
+    assert shared.cat_compute() == {1: 450_000, 2: 400_000, 4: 400_000, 5: 400_000}
+    first = shared.runs[0]
+    assert (first.seed, first.steps, first.exports) == (0, 450_000, [80_000, 100_000, 200_000, 450_000])
+    assert first.used_by[80_000] == "CAT5" and [r.steps for r in shared.runs] == [
+        450_000,
+        200_000,
+        100_000,
+        100_000,
+        80_000,
+    ]
+    with pytest.raises(ValueError, match="warmup fixed in steps"):
+        budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", warmup_fraction=0.02)
+    assert budget.plan(400_000, 450_000, [2], "independent", warmup_fraction=0.02).total_steps == 850_000
+
+
+def test_budget_command_line(capsys):
+    assert (
+        budget.main(
+            ["--total", "400000", "--baseline", "450000", "--cat", "2", "4", "5", "--mode", "shared-prefix"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "total training steps, shared-prefix: 930000" in out
+        and "total training steps, independent: 1650000" in out
+    )
+    assert (
+        budget.main(["--total", "400000", "--baseline", "450000", "--cat", "2", "--warmup-fraction", "0.1"])
+        == 2
+    )
+
+
+# ---------------------------------------------------------------- exactness
+
+
+def test_step_t_member_of_a_longer_run_equals_a_t_step_run(tmp_path):
+    pretrain.train(
+        args_for(tmp_path / "long", 8, "--export-at", "4", "--eval-every", "3", "--ckpt-every", "3")
+    )
+    pretrain.train(args_for(tmp_path / "short", 4))
+    a = member(tmp_path / "long" / "members" / "seed0_step4.pt")
+    b = member(tmp_path / "short" / "members" / "seed0_step4.pt")
+    assert same_state(a, b)  # bitwise, BN statistics included
+    assert not same_state(a, member(tmp_path / "long" / "members" / "seed0_step8.pt"))
+
+
+def test_kill_and_resume_is_bitwise(tmp_path):
+    common = [*SMALL, "--steps", "24", "--ckpt-every", "4", "--export-at", "12"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(out):
+        return launch.torchrun_command(["--out", str(out), *common], nproc=2)
+
+    subprocess.run(command(tmp_path / "ref"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(
+        command(tmp_path / "killed"),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpts = tmp_path / "killed" / "ckpt" / "seed0"
+    deadline = time.time() + 120
+    while not any(p.name >= "step000000008.pt" for p in ckpts.glob("step*.pt")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "final" / "seed0.pt").exists()
+    subprocess.run(command(tmp_path / "killed"), check=True, env=env, capture_output=True)
+    ref = torch.load(tmp_path / "ref" / "final" / "seed0.pt", weights_only=False)
+    res = torch.load(tmp_path / "killed" / "final" / "seed0.pt", weights_only=False)
+    assert same_state(ref["model"], res["model"])
+    z_ref = [s["z"] for s in ref["optimizer"]["state"].values()]
+    z_res = [s["z"] for s in res["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(z_ref, z_res, strict=True))
+    for name in ("seed0_step12.pt", "seed0_step24.pt"):
+        assert same_state(
+            member(tmp_path / "ref" / "members" / name), member(tmp_path / "killed" / "members" / name)
+        )
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    pretrain.train(args_for(tmp_path, 4, "--ckpt-every", "2"))
+    with pytest.raises(SystemExit, match="--lr 0.0025, this run has 0.01"):
+        pretrain.train(args_for(tmp_path, 6, "--lr", "0.01"))
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
+    with pytest.raises(pretrain.NonFiniteLoss, match=r"non-finite loss at step \d+ .*last good checkpoint"):
+        pretrain.train(args_for(tmp_path, 30, "--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"))
+    with pytest.raises(pretrain.NonFiniteLoss):  # a restart does not retrain into the same NaN
+        pretrain.train(args_for(tmp_path, 30, "--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"))
+
+
+def test_bad_flags_fail_before_training(tmp_path):
+    with pytest.raises(SystemExit, match="--export-at 9 is outside"):
+        args_for(tmp_path, 4, "--export-at", "9")
+    with pytest.raises(SystemExit, match="--data-root"):
+        args_for(tmp_path, 4, "--data", "imagenet", "--data-root", str(tmp_path / "none"))
+
+
+# ---------------------------------------------------------------- BatchNorm at the evaluation point
+
+
+def test_bn_recomputed_at_x_changes_statistics_and_lowers_val_loss(tmp_path):
+    args = args_for(
+        tmp_path,
+        60,
+        "--train-size",
+        "2048",
+        "--val-size",
+        "1024",
+        "--width",
+        "16",
+        "--global-batch",
+        "64",
+        "--bn-batches",
+        "8",
+        "--lr",
+        "0.01",
+    )
+    torch.manual_seed(0)
+    from richreps.data import cues
+
+    splits = cues.pretrain_splits(args.cue_weights, {"train": 2048, "val": 1024}, seed=1)
+    tr, va = splits["train"], splits["val"]
+    torch.manual_seed(0)
+    raw = build_model("small_cnn", 10, 16)
+    opt = pretrain.AdamWScheduleFree(
+        raw.parameters(), lr=0.01, betas=(0.9, 0.99552), weight_decay=0.0812, r=0.75
+    )
+    opt.train()
+    raw.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(80):
+        idx = torch.randint(len(tr.labels), (64,), generator=g)
+        loss = torch.nn.functional.cross_entropy(raw(tr.images[idx]), tr.labels[idx], label_smoothing=0.2)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    calib = [tr.images[i : i + 64] for i in range(0, 512, 64)]
+    fixed = pretrain.member_at_x(raw, opt, calib, torch.device("cpu"))
+    stale = copy.deepcopy(fixed)
+    stale.load_state_dict(
+        {**fixed.state_dict(), **{k: v for k, v in raw.state_dict().items() if "running" in k}}
+    )
+    changed = [
+        k
+        for k in fixed.state_dict()
+        if "running_mean" in k and not torch.equal(fixed.state_dict()[k], stale.state_dict()[k])
+    ]
+    assert changed
+    val = [(va.images, va.labels)]
+    after = pretrain.evaluate(fixed, val, torch.device("cpu"), amp=False)["val_loss"]
+    before = pretrain.evaluate(stale.eval(), val, torch.device("cpu"), amp=False)["val_loss"]
+    assert after < before, (before, after)
+
+
+def test_recalibrate_bn_is_an_exact_average():
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(torch.nn.BatchNorm1d(3)).eval()
+    batches = [torch.randn(8, 3) + i for i in range(4)]
+    assert recalibrate_bn(bn, batches) == 4
+    assert torch.allclose(bn[0].running_mean, torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-6)
+    assert not bn.training and bn[0].momentum == 0.1  # mode and momentum restored
+
+
+# ---------------------------------------------------------------- cluster script
+
+
+def test_slurm_script():
+    p = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", seeds=[2, 550, 23, 477, 8529])
+    script = launch.slurm_script(
+        p,
+        "/ckpt/timecat",
+        ["--data", "imagenet", "--data-root", "/data/imagenet"],
+        nodes=2,
+        gpus_per_node=8,
+        partition="learn",
+    )
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=8" in script
+    assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --partition=learn" in script
+    assert "--rdzv_endpoint=$head_node:29500" in script and "--rdzv_backend=c10d" in script
+    sruns = [ln for ln in script.splitlines() if ln.startswith("srun")]
+    assert len(sruns) == 5 and all("--nnodes=2 --nproc_per_node=8" in ln for ln in sruns)
+    assert "--seed 2 --steps 450000 --export-at 80000 100000 200000 450000" in sruns[0]
+    assert "-m richreps.pretrain" in sruns[0] and "--data-root /data/imagenet" in sruns[0]
+
+
+def test_members_expose_pooled_features():
+    for arch, dim in (("small_cnn", 64), ("resnet18_cifar", 512)):
+        m = build_model(arch, 10, width=8)
+        x = torch.randn(2, 3, 32, 32)
+        assert m.features(x).shape == (2, dim) and m(x).shape == (2, 10)
+    r50 = build_model("resnet50", 1000)
+    assert r50.feature_dim == 2048 and float(r50.net.layer1[0].bn3.weight.detach().abs().sum()) == 0
+    assert abs(float(r50.fc.weight.detach().std()) - 0.01) < 0.001
+
+
+def test_pretrain_entry_point_runs_as_a_module(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "richreps.pretrain", "--out", str(tmp_path), "--steps", "2", *SMALL],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "members" / "seed0_step2.pt").exists()
