@@ -101,6 +101,23 @@ def plan(
     return Plan(cat_members, runs, mode)
 
 
+def ledger(p: Plan, global_batch: int, images_per_s_per_device: float, devices: int) -> dict:
+    """Steps, images seen and device-hours of a plan at a measured (or quoted) throughput."""
+    images = p.total_steps * global_batch
+    hours = (
+        images / (images_per_s_per_device * devices) / 3600 if images_per_s_per_device > 0 else float("nan")
+    )
+    return {
+        "mode": p.mode,
+        "training steps": p.total_steps,
+        "images seen": images,
+        "images/s per device": images_per_s_per_device,
+        "devices": devices,
+        "wall hours": hours,
+        "device-hours": hours * devices,
+    }
+
+
 def format_plan(p: Plan, other: Plan | None = None) -> str:
     lines = [f"mode: {p.mode}", f"{'seed':>8} {'steps':>10}  exports (step: used by)"]
     for r in p.runs:

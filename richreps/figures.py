@@ -137,3 +137,90 @@ def plot_accuracy_vs_members(long: pd.DataFrame, title: str) -> plt.Figure:
     g.set_titles("{col_name}")
     g.figure.suptitle(title, y=1.04)
     return g.figure
+
+
+def plot_training_curves(metrics: pd.DataFrame) -> plt.Figure:
+    """Training loss and validation accuracy (at x, BN recomputed) of every member run."""
+    train_rows = metrics.dropna(subset=["loss"])
+    eval_rows = metrics.dropna(subset=["val_acc"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    sns.lineplot(data=train_rows, x="step", y="loss", hue="seed", palette="tab20", ax=axes[0], legend=False)
+    sns.lineplot(data=eval_rows, x="step", y="val_acc", hue="seed", palette="tab20", marker="o", ax=axes[1])
+    axes[0].set_title("training loss (at y)")
+    axes[1].set_title("validation accuracy (at x, BN recomputed)")
+    axes[1].legend(title="seed", bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_paper_vs_measured(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.Figure:
+    """Figure 6 / Table 3: accuracy vs members at fixed compute, the paper's beside this run's.
+
+    Both frames have n_models, dataset, accuracy; `measured` also sd (over replicate seed sets).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, df, title in (
+        (axes[0], paper, "paper (Table 3, ResNet-50, ImageNet)"),
+        (axes[1], measured, "measured (this run)"),
+    ):
+        for i, (name, sub) in enumerate(df.groupby("dataset", sort=False)):
+            sub = sub.sort_values("n_models")
+            color = sns.color_palette("tab10")[i % 10]
+            ax.errorbar(
+                sub["n_models"],
+                sub["accuracy"],
+                yerr=sub["sd"] if "sd" in sub else None,
+                marker="o",
+                capsize=3,
+                color=color,
+                label=name,
+            )
+        ax.set(
+            title=title,
+            xlabel="members concatenated (fixed total compute)",
+            ylabel="top-1 accuracy (%)",
+            xticks=sorted(df["n_models"].unique()),
+        )
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_coverage(coverage: pd.DataFrame) -> plt.Figure:
+    """Per-cue coverage heatmap: representations x cues, linear-probe test accuracy (%)."""
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(coverage) + 1.2))
+    sns.heatmap(
+        coverage,
+        annot=True,
+        fmt=".1f",
+        cmap="viridis",
+        vmin=0,
+        vmax=100,
+        ax=ax,
+        cbar_kws={"label": "test accuracy (%)"},
+    )
+    ax.set(xlabel="cue", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def plot_direct_vs_probe(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.Figure:
+    """The paper's central question as one picture: direct training vs linear probes, per target.
+
+    Both frames have target, method and accuracy (%); `measured` may carry sd.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2.4]})
+    for ax, df, title in (
+        (axes[0], paper, "paper (Table 1 left)"),
+        (axes[1], measured, "measured (this run)"),
+    ):
+        sns.barplot(data=df, x="target", y="accuracy", hue="method", ax=ax, palette="Set2", errorbar=None)
+        if "sd" in df:
+            for patch_group, (_, sub) in zip(ax.containers, df.groupby("method", sort=False)):
+                xs = [p.get_x() + p.get_width() / 2 for p in patch_group]
+                ax.errorbar(xs, sub["accuracy"], yerr=sub["sd"], fmt="none", ecolor="0.2", capsize=2)
+        ax.set(title=title, xlabel="", ylabel="test accuracy (%)", ylim=(0, 105))
+        ax.legend(fontsize=7, loc="lower right")
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    return fig

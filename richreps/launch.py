@@ -136,3 +136,48 @@ def slurm_script(
             f"-m richreps.pretrain {args}"
         )
     return "\n".join(header + [""] + body) + "\n"
+
+
+def flags(options: dict) -> list[str]:
+    """{'global_batch': 64, 'cue_weights': [.4, .6], 'compile': True} -> richreps.pretrain flags."""
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out += [flag] if value else []
+        elif isinstance(value, list | tuple):
+            out += [flag, *map(str, value)]
+        elif value not in (None, ""):
+            out += [flag, str(value)]
+    return out
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
+    """All seeds' JSONL metrics as one table (training rows and evaluation rows)."""
+    import pandas as pd
+
+    frames = []
+    for path in sorted(Path(run_dir, "metrics").glob("seed*.jsonl")):
+        df = pd.read_json(path, lines=True)
+        frames.append(df.assign(seed=int(path.stem.removeprefix("seed"))))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def list_members(plan: Plan, run_dir: str | Path) -> pd.DataFrame:  # noqa: F821
+    """Every member the plan needs: seed, step, which CATs use it, its file, and whether it exists."""
+    import pandas as pd
+
+    rows = []
+    for run in plan.runs:
+        for step in run.exports:
+            path = Path(run_dir) / "members" / f"seed{run.seed}_step{step}.pt"
+            rows.append(
+                {
+                    "seed": run.seed,
+                    "step": step,
+                    "used by": run.used_by[step],
+                    "file": f"members/{path.name}",
+                    "exists": path.exists(),
+                }
+            )
+    return pd.DataFrame(rows)

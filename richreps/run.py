@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import platform
 import subprocess
 import sys
@@ -172,6 +173,13 @@ def run(
         "notebooks": [],
     }
     manifest_path = out_dir / "manifest.json"
+    if manifest_path.exists():  # keep the entries of notebooks not re-run this time (--only)
+        try:
+            earlier = json.loads(manifest_path.read_text())["notebooks"]
+            names = {nb.name for nb in selected}
+            manifest["notebooks"] = [e for e in earlier if e["notebook"] not in names]
+        except (json.JSONDecodeError, KeyError):
+            pass
     bar = tqdm(selected, desc=f"notebooks ({params_file.stem})", unit="nb")
     for nb in bar:
         bar.set_postfix_str(nb.name)
@@ -201,7 +209,11 @@ def run(
             ) from None
         entry.update(status="ok", wall_time_s=round(time.perf_counter() - start, 1))
         manifest["notebooks"].append(entry)
+        manifest["notebooks"].sort(key=lambda e: e["notebook"])
         write_json(manifest_path, manifest)
+    from richreps.report import write_report
+
+    write_report(out_dir)
     return manifest_path
 
 
