@@ -136,7 +136,24 @@ def broadcast_flag(flag: bool, device: torch.device, world: int) -> bool:
 # ---------------------------------------------------------------- data
 
 
-class CueStream:
+class Position:
+    """Where a data stream is: the epoch and the samples this rank has consumed in it."""
+
+    epoch: int = 0
+    pos: int = 0
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self.restart()
+
+    def restart(self) -> None:
+        raise NotImplementedError
+
+
+class CueStream(Position):
     """Shuffled minibatches of an in-memory tensor dataset, resumable at (epoch, position)."""
 
     def __init__(
@@ -146,13 +163,10 @@ class CueStream:
 
         self.images, self.labels, self.batch = images, labels, batch
         self.sampler = ResumableSampler(len(labels), world, rank, seed=seed, drop_last=True)
-        self.epoch, self.pos, self.order = 0, 0, None
+        self.order = None
 
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load(self, state: dict) -> None:
-        self.epoch, self.pos, self.order = state["epoch"], state["pos"], None
+    def restart(self) -> None:
+        self.order = None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
@@ -167,7 +181,7 @@ class CueStream:
         return self.images[idx], self.labels[idx]
 
 
-class LoaderStream:
+class LoaderStream(Position):
     """The same interface over a DataLoader of real images (ImageNet), resumable mid-epoch."""
 
     def __init__(self, dataset, batch: int, seed: int, rank: int, world: int, workers: int | None):
@@ -175,13 +189,10 @@ class LoaderStream:
 
         self.dataset, self.batch, self.workers = dataset, batch, workers
         self.sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
-        self.epoch, self.pos, self.it = 0, 0, None
+        self.it = None
 
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load(self, state: dict) -> None:
-        self.epoch, self.pos, self.it = state["epoch"], state["pos"], None
+    def restart(self) -> None:
+        self.it = None
 
     def next(self):
         from richreps.data.pipeline import cpu_loader
