@@ -22,9 +22,11 @@ from richreps.data import cues
 
 
 def default_members(work: Path) -> list[Path]:
-    smoke = sorted(Path("outputs/smoke/pretrain/members").glob("seed*_step48.pt"))[:5]
-    if len(smoke) == 5:
+    smoke = [Path(f"outputs/smoke/pretrain/members/seed{i}_step48.pt") for i in range(5)]  # the smoke CAT5
+    if all(p.exists() for p in smoke):
+        print("members: the smoke run's CAT5 (seeds 0-4, 48 steps each)")
         return smoke
+    print("members: five untrained small CNNs (no smoke run found)")
     calib = [cues.sample_pretrain(256, [1, 1, 1, 1], seed=0).images]
     return [probe.save_untrained(work / f"untrained{i}.pt", "small_cnn", 16, i, calib) for i in range(5)]
 
@@ -83,7 +85,7 @@ def main() -> None:
     )
     print(f"{'probe':<42} {'seconds':>8} {'test acc':>9} {'wd':>8}")
     print(
-        f"{'fast (L-BFGS, ' + str(len(probe.FAST_WD)) + '-value grid)':<42} {t_fast:>8.2f} {100 * fast.test_acc:>9.2f} {fast.weight_decay:>8g}"
+        f"{'fast (L-BFGS, ' + str(len(fast.grid)) + ' of ' + str(len(probe.FAST_WD)) + ' grid values)':<42} {t_fast:>8.2f} {100 * fast.test_acc:>9.2f} {fast.weight_decay:>8g}"
     )
     print(f"{'scikit-learn LogisticRegression(lbfgs)':<42} {t_sk:>8.2f} {100 * sk_test:>9.2f} {sk_wd:>8g}")
     print(

@@ -258,14 +258,16 @@ def fast_probe(
     test: FeatureSet,
     grid: list[float] = FAST_WD,
     device: torch.device | str = "cpu",
-    max_iter: int = 200,
+    max_iter: int = 100,
+    patience: int = 2,
     max_full_batch_bytes: float = 4e9,
     minibatch: int = 4096,
     epochs: int = 10,
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised features; weight decay chosen on `val`.
 
-    Full-batch L-BFGS, warm-started from the previous (stronger) weight decay along the grid.
+    Full-batch L-BFGS, warm-started from the previous (stronger) weight decay along the grid;
+    the grid stops once `patience` weaker values in a row score below the best validation accuracy.
     When the training features do not fit `max_full_batch_bytes` as float32 (ImageNet CAT5:
     1.28M x 10,240), it switches to minibatch Adam and says so in the log.
     """
@@ -318,6 +320,10 @@ def fast_probe(
         with torch.no_grad():
             scores[wd] = _accuracy(w, b, xva.to(device), yva)
             states[wd] = (w.detach().clone(), b.detach().clone())
+        top = max(scores.values())
+        recent = list(scores.values())[-patience:]
+        if patience and len(scores) > patience and all(v < top for v in recent):
+            break  # validation accuracy has been falling as regularisation weakens
     best = max(scores, key=lambda v: (scores[v], v))  # ties: the stronger regularisation
     wb, bb = states[best]
     return ProbeResult(
