@@ -1,6 +1,7 @@
 """Members from both checkpoint formats, the feature cache, and both probes on problems with known answers."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,3 +211,19 @@ def test_command_line_on_cues(tmp_path, capsys):
     assert code == 0 and "CAT2 cues/color [fast]: test accuracy" in out and "weight decay" in out
     assert probe.main(["--members", str(tmp_path / "nope.pt"), "--dataset", "cues"]) == 2
     assert "nope.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_real_dataset_path_on_generated_cifar(tmp_path):
+    """The paper-scale path: members -> cached features of a CIFAR folder -> fast probe."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import write_cifar
+
+    write_cifar(tmp_path, "cifar10", n_train=200, n_test=50)
+    a, b = members_files(tmp_path)
+    feats = probe.folder_features([a, b], "cifar10", tmp_path, image_size=32, cache_dir=tmp_path / "cache", workers=0)
+    sets = {s: probe.concat([feats[s][str(a)], feats[s][str(b)]]) for s in ("train", "val", "test")}
+    assert sets["train"].features.shape == (190, 128) and len(sets["test"].labels) == 50
+    r = probe.fast_probe(sets["train"], sets["val"], sets["test"])
+    assert 0.0 <= r.test_acc <= 1.0 and r.weight_decay in probe.FAST_WD
