@@ -260,4 +260,3 @@ def test_pretrain_entry_point_runs_as_a_module(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "members" / "seed0_step2.pt").exists()
-

@@ -222,7 +222,9 @@ def test_real_dataset_path_on_generated_cifar(tmp_path):
 
     write_cifar(tmp_path, "cifar10", n_train=200, n_test=50)
     a, b = members_files(tmp_path)
-    feats = probe.folder_features([a, b], "cifar10", tmp_path, image_size=32, cache_dir=tmp_path / "cache", workers=0)
+    feats = probe.folder_features(
+        [a, b], "cifar10", tmp_path, image_size=32, cache_dir=tmp_path / "cache", workers=0
+    )
     sets = {s: probe.concat([feats[s][str(a)], feats[s][str(b)]]) for s in ("train", "val", "test")}
     assert sets["train"].features.shape == (190, 128) and len(sets["test"].labels) == 50
     r = probe.fast_probe(sets["train"], sets["val"], sets["test"])
