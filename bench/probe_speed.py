@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
@@ -98,7 +97,6 @@ def main() -> None:
         f"speed-up vs reference:    {t_ref / t_fast:.1f}x; accuracy difference {100 * (fast.test_acc - ref.test_acc):+.2f} points "
         f"(reference best-test-epoch, selected on test: {100 * ref.best_test_epoch_acc:.2f})"
     )
-    np.set_printoptions(precision=3)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,22 @@ def plan(
     return Plan(cat_members, runs, mode)
 
 
+def replicate_plans(
+    total: int,
+    baseline: int,
+    cats: list[int],
+    mode: str,
+    seeds: list[int],
+    sets: int,
+    warmup_steps: int | None = 0,
+) -> list[Plan]:
+    """One plan per replicate seed set; set k uses the seeds shifted by 100 k."""
+    return [
+        plan(total, baseline, cats, mode, [s + 100 * k for s in seeds], warmup_steps=warmup_steps)
+        for k in range(sets)
+    ]
+
+
 def ledger(p: Plan, global_batch: int, images_per_s_per_device: float, devices: int) -> dict:
     """Steps, images seen and device-hours of a plan at a measured (or quoted) throughput."""
     images = p.total_steps * global_batch

@@ -170,10 +170,7 @@ def probe_accuracy(masses, features: tuple[int, ...]) -> float:
 
 def coverage_table(representations: dict[str, tuple[int, ...]] = REPRESENTATIONS) -> pd.DataFrame:
     """Per-component linear-probe accuracy of each representation (rows) on P1..P4."""
-    rows = {
-        name: [probe_accuracy(COMPONENTS[j], feats) for j in range(4)]
-        for name, feats in representations.items()
-    }
+    rows = {name: run_probe_coverage(feats) for name, feats in representations.items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(COMPONENT_NAMES))
 
 

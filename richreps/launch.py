@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from richreps.budget import Plan, Run
 
 
@@ -152,10 +154,8 @@ def flags(options: dict) -> list[str]:
     return out
 
 
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:  # noqa: F821 - pandas imported lazily
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """All seeds' JSONL metrics as one table (training rows and evaluation rows)."""
-    import pandas as pd
-
     frames = []
     for path in sorted(Path(run_dir, "metrics").glob("seed*.jsonl")):
         df = pd.read_json(path, lines=True)
@@ -163,10 +163,8 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:  # noqa: F821 - pandas im
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def list_members(plan: Plan, run_dir: str | Path) -> pd.DataFrame:  # noqa: F821
+def list_members(plan: Plan, run_dir: str | Path) -> pd.DataFrame:
     """Every member the plan needs: seed, step, which CATs use it, its file, and whether it exists."""
-    import pandas as pd
-
     rows = []
     for run in plan.runs:
         for step in run.exports:

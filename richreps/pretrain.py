@@ -421,7 +421,6 @@ def train(args: argparse.Namespace) -> dict:
     accum = per_rank // micro
     amp = device.type == "cuda"
 
-    torch.manual_seed(args.seed)
     stream, calib, val, num_classes = make_data(args, rank, world, device, micro)
     torch.manual_seed(args.seed)  # the initialisation depends only on the seed, not on the data
     raw = build_model(args.arch, num_classes, args.width).to(device)

@@ -91,22 +91,20 @@ def _load_backbone(module: nn.Module, state: dict, path: Path, strip: Callable[[
         name = strip(k)
         if name is not None:
             mapped[name] = v
-    expected = {
-        k for k in module.state_dict() if not (k.startswith("fc.") or ".fc." in k or k.startswith("net.fc."))
-    }
+    current = module.state_dict()
+    expected = {k for k in current if ".fc." not in f".{k}"}
     missing = sorted(expected - set(mapped))
-    unexpected = sorted(k for k in mapped if k not in module.state_dict())
+    unexpected = sorted(k for k in mapped if k not in current)
     if missing:
         raise CheckpointError(f"{path}: missing backbone key '{missing[0]}' ({len(missing)} missing)")
     if unexpected:
         raise CheckpointError(f"{path}: unexpected key '{unexpected[0]}' ({len(unexpected)} unexpected)")
     for k in expected:
-        if mapped[k].shape != module.state_dict()[k].shape:
+        if mapped[k].shape != current[k].shape:
             raise CheckpointError(
-                f"{path}: key '{k}' has shape {tuple(mapped[k].shape)}, "
-                f"expected {tuple(module.state_dict()[k].shape)}"
+                f"{path}: key '{k}' has shape {tuple(mapped[k].shape)}, expected {tuple(current[k].shape)}"
             )
-    module.load_state_dict({**module.state_dict(), **{k: mapped[k] for k in expected}})
+    module.load_state_dict({**current, **{k: mapped[k] for k in expected}})
 
 
 def check_cat(members: list[Member]) -> None:
@@ -723,6 +721,18 @@ def probe_representations(
                     }
                 )
     return rows
+
+
+def cat_gains(long):
+    """CATn - CAT1 test accuracy per (replicate, task) for every n > 1: columns replicate, task, n, gain."""
+    import pandas as pd
+
+    cats = long[long["method"].str.match(r"^CAT\d")]
+    acc = cats.pivot_table(index=["replicate", "task"], columns="n", values="test_acc")
+    return pd.concat(
+        [(acc[n] - acc[1]).rename("gain").reset_index().assign(n=n) for n in acc.columns if n != 1],
+        ignore_index=True,
+    )
 
 
 def mean_sd_table(

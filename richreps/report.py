@@ -15,6 +15,7 @@ import yaml
 
 from richreps.evidence import load_table
 from richreps.io import to_markdown, write_text
+from richreps.probe import cat_gains
 
 PAPER_OOD = ["inat18", "cifar100", "cifar10"]
 
@@ -88,13 +89,10 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str]]:
         to_markdown(measured, index=False),
     ]
     full = long[long["shots"].astype(str) == "all"]
-    cats = full[full["method"].str.match(r"^CAT\d")]
-    n_max = int(cats["n"].max())
-    gains = (
-        cats.pivot_table(index=["replicate", "task"], columns="n", values="test_acc")[[1, n_max]]
-        .pipe(lambda d: (d[n_max] - d[1]) * 100)
-        .groupby("task")
-        .agg(["mean", "std", "size"])
+    per_replicate = cat_gains(full)
+    n_max = int(per_replicate["n"].max())
+    gains = (per_replicate[per_replicate["n"] == n_max].groupby("task")["gain"] * 100).agg(
+        ["mean", "std", "size"]
     )
     paper_gain = paper.iloc[-1][PAPER_OOD] - paper.iloc[0][PAPER_OOD]
     untrained = full[full["method"] == f"untrained CAT{n_max}"].groupby("task")["test_acc"].mean() * 100
