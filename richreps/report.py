@@ -91,9 +91,8 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str]]:
     full = long[long["shots"].astype(str) == "all"]
     per_replicate = cat_gains(full)
     n_max = int(per_replicate["n"].max())
-    gains = (per_replicate[per_replicate["n"] == n_max].groupby("task")["gain"] * 100).agg(
-        ["mean", "std", "size"]
-    )
+    largest = per_replicate[per_replicate["n"] == n_max]
+    gains = largest.assign(gain=largest["gain"] * 100).groupby("task")["gain"].agg(["mean", "std", "size"])
     paper_gain = paper.iloc[-1][PAPER_OOD] - paper.iloc[0][PAPER_OOD]
     untrained = full[full["method"] == f"untrained CAT{n_max}"].groupby("task")["test_acc"].mean() * 100
     agree, differ = [], []
