@@ -2,7 +2,8 @@
 
     python -m richreps.budget --total 400000 --baseline 450000 --cat 2 4 5 --mode shared-prefix
 
-CAT1 is one member trained for the baseline's steps; CATn is n members of total // n steps.
+CAT1 is one member trained for the baseline's steps; CATn is n members of cat_budget // n steps
+(`--total`, the paper's "total iters": 400K).
 Schedule-free AdamW has no schedule tied to the run's length, so with a fixed warmup the
 model at step t of a longer run *is* the t-step model of the same seed and data order.
 Shared-prefix mode uses this: each seed trains once, to the largest step any CAT needs from
@@ -35,23 +36,21 @@ class Plan:
     mode: str
 
     @property
-    def total_steps(self) -> int:
+    def training_steps(self) -> int:
+        """Optimizer steps this plan actually trains: the sum over its runs."""
         return sum(r.steps for r in self.runs)
 
     def cat_compute(self) -> dict[int, int]:
         """Steps each CATn represents (its members' steps summed), the paper's compute axis."""
         return {n: sum(s for _, s in members) for n, members in self.cats.items()}
 
-    def member_steps(self) -> dict[int, int]:
-        return {n: members[0][1] for n, members in self.cats.items()}
-
 
 def members(
-    total: int, baseline: int, cats: list[int], seeds: list[int] | None = None
+    cat_budget: int, baseline: int, cats: list[int], seeds: list[int] | None = None
 ) -> dict[int, list[tuple[int, int]]]:
     """CAT sizes -> their members as (seed, steps); CATn uses the first n seeds."""
-    if total <= 0 or baseline <= 0:
-        raise ValueError(f"--total and --baseline must be positive, got {total} and {baseline}")
+    if cat_budget <= 0 or baseline <= 0:
+        raise ValueError(f"--total and --baseline must be positive, got {cat_budget} and {baseline}")
     sizes = sorted({1, *cats})
     if any(n < 1 for n in sizes):
         raise ValueError(f"--cat sizes must be >= 1, got {cats}")
@@ -60,15 +59,15 @@ def members(
         raise ValueError(f"--seeds lists {len(seeds)} seeds; CAT{max(sizes)} needs {max(sizes)}")
     out = {}
     for n in sizes:
-        steps = baseline if n == 1 else total // n
+        steps = baseline if n == 1 else cat_budget // n
         if steps < 1:
-            raise ValueError(f"CAT{n}: {total} // {n} leaves no steps per member")
+            raise ValueError(f"CAT{n}: {cat_budget} // {n} leaves no steps per member")
         out[n] = [(seeds[i], steps) for i in range(n)]
     return out
 
 
 def plan(
-    total: int,
+    cat_budget: int,
     baseline: int,
     cats: list[int],
     mode: str = "shared-prefix",
@@ -84,7 +83,7 @@ def plan(
             "shared-prefix needs a warmup fixed in steps: a warmup that is a fraction of the run's length "
             "makes the step-t model of a longer run differ from a t-step run; use --warmup-steps or --mode independent"
         )
-    cat_members = members(total, baseline, cats, seeds)
+    cat_members = members(cat_budget, baseline, cats, seeds)
     runs: list[Run] = []
     if mode == "independent":
         for n, ms in cat_members.items():
@@ -102,7 +101,7 @@ def plan(
 
 
 def replicate_plans(
-    total: int,
+    cat_budget: int,
     baseline: int,
     cats: list[int],
     mode: str,
@@ -112,26 +111,42 @@ def replicate_plans(
 ) -> list[Plan]:
     """One plan per replicate seed set; set k uses the seeds shifted by 100 k."""
     return [
-        plan(total, baseline, cats, mode, [s + 100 * k for s in seeds], warmup_steps=warmup_steps)
+        plan(cat_budget, baseline, cats, mode, [s + 100 * k for s in seeds], warmup_steps=warmup_steps)
         for k in range(sets)
     ]
 
 
 def ledger(p: Plan, global_batch: int, images_per_s_per_device: float, devices: int) -> dict:
     """Steps, images seen and device-hours of a plan at a measured (or quoted) throughput."""
-    images = p.total_steps * global_batch
+    images = p.training_steps * global_batch
     hours = (
         images / (images_per_s_per_device * devices) / 3600 if images_per_s_per_device > 0 else float("nan")
     )
     return {
         "mode": p.mode,
-        "training steps": p.total_steps,
+        "training steps": p.training_steps,
         "images seen": images,
         "images/s per device": images_per_s_per_device,
         "devices": devices,
         "wall hours": hours,
         "device-hours": hours * devices,
     }
+
+
+def runs_table(p: Plan):
+    """The plan's runs as a table: seed, steps, and the exports with the CATs that use them."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "seed": r.seed,
+                "steps": r.steps,
+                "exports": ", ".join(f"{s} ({r.used_by[s]})" for s in r.exports),
+            }
+            for r in p.runs
+        ]
+    )
 
 
 def format_plan(p: Plan, other: Plan | None = None) -> str:
@@ -143,9 +158,9 @@ def format_plan(p: Plan, other: Plan | None = None) -> str:
         "compute per CATn (member steps summed): "
         + ", ".join(f"CAT{n} {c}" for n, c in p.cat_compute().items())
     )
-    lines.append(f"total training steps, {p.mode}: {p.total_steps}")
+    lines.append(f"total training steps, {p.mode}: {p.training_steps}")
     if other is not None:
-        lines.append(f"total training steps, {other.mode}: {other.total_steps}")
+        lines.append(f"total training steps, {other.mode}: {other.training_steps}")
     return "\n".join(lines)
 
 

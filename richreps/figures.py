@@ -35,6 +35,20 @@ def save(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
     return paths
 
 
+def show_saved(out_dir: str | os.PathLike, names: list[str]) -> list[str]:
+    """Display figures another notebook saved (PNG); returns the names that are missing."""
+    from IPython.display import Image, display
+
+    missing = []
+    for name in names:
+        path = Path(out_dir) / "figures" / f"{name}.png"
+        if path.exists():
+            display(Image(filename=str(path)))
+        else:
+            missing.append(name)
+    return missing
+
+
 def _points(ax: plt.Axes, masses: np.ndarray, scale: float = 2400.0) -> None:
     colors = [POS if y > 0 else NEG for y in ce.LABELS]
     ax.scatter(ce.POINTS[:, 0], ce.POINTS[:, 1], s=scale * np.asarray(masses), c=colors, alpha=0.85)

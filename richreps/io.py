@@ -12,19 +12,49 @@ from pathlib import Path
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+    """Yield a temporary path beside `path`; fsync it and rename it over `path` only on success.
+
+    The file gets the mode any new file gets under the process umask (mkstemp alone would make
+    it 0600, unreadable to colleagues on a shared cluster), and the rename is made durable by
+    syncing the folder too.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def project_path(path: str | os.PathLike) -> Path:
+    """A relative path taken from the repository root (the folder holding pyproject.toml above this
+    package), else from the working directory. Notebooks resolve `output_dir` with it, so papermill
+    run from the repository root or from notebooks/ writes to the same place."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    root = Path(__file__).resolve().parents[1]
+    return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / path
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from richreps import members
 from richreps.budget import Plan, Run
+from richreps.config import Recipe
+from richreps.io import write_json, write_text
+from richreps.members import member_path
 
 
 def run_args(run: Run, out: str | Path, common: list[str]) -> list[str]:
@@ -53,27 +58,29 @@ def torchrun_command(
 
 def run_local(
     plan: Plan,
-    out: str | Path,
-    common: list[str],
+    run_dir: str | Path,
+    recipe: Recipe,
+    extra: list[str],
     nproc: int,
-    max_restarts: int = 1,
     log_dir: str | Path | None = None,
 ) -> list[dict]:
     """Run every planned run with torchrun on this machine, one after another.
 
-    Each run resumes from its own checkpoints, so re-running the plan after a crash only
-    redoes unfinished work; a run whose final member exists is skipped.
+    A run whose members all exist and record exactly this recipe, seed and step is skipped;
+    any other run resumes from its own checkpoints, so re-running the plan after a crash only
+    redoes unfinished work.
     """
-    log_dir = Path(log_dir or Path(out) / "logs")
+    log_dir = Path(log_dir or Path(run_dir) / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     results = []
     for run in plan.runs:
-        final = Path(out) / "members" / f"seed{run.seed}_step{run.steps}.pt"
-        if final.exists():
+        if all(
+            members.is_current(member_path(run_dir, run.seed, s), recipe, run.seed, s) for s in run.exports
+        ):
             results.append({"seed": run.seed, "steps": run.steps, "status": "done earlier", "wall_s": 0.0})
             continue
-        cmd = torchrun_command(run_args(run, out, common), nproc, max_restarts=max_restarts)
+        cmd = torchrun_command(run_args(run, run_dir, [*recipe.flags(), *extra]), nproc)
         start = time.perf_counter()
         log = log_dir / f"seed{run.seed}.log"
         with log.open("w") as f:
@@ -140,18 +147,43 @@ def slurm_script(
     return "\n".join(header + [""] + body) + "\n"
 
 
-def flags(options: dict) -> list[str]:
-    """{'global_batch': 64, 'cue_weights': [.4, .6], 'compile': True} -> richreps.pretrain flags."""
-    out: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out += [flag] if value else []
-        elif isinstance(value, list | tuple):
-            out += [flag, *map(str, value)]
-        elif value not in (None, ""):
-            out += [flag, str(value)]
-    return out
+LAUNCH_MODES = ("local", "slurm", "none")
+
+
+def launch_plans(
+    plans: list[Plan],
+    run_dir: str | Path,
+    recipe: Recipe,
+    extra: list[str],
+    mode: str,
+    nproc: int,
+    nodes: int = 1,
+) -> list[dict]:
+    """Train every seed set's plan here (`local`), write one SLURM script per set (`slurm`), or
+    do nothing and use the members already there (`none`). Returns the local runs' wall times."""
+    if mode not in LAUNCH_MODES:
+        raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {mode!r}")
+    wall: list[dict] = []
+    for k, p in enumerate(plans):
+        if mode == "local":
+            wall += run_local(p, run_dir, recipe, extra, nproc=nproc)
+        elif mode == "slurm":
+            script = slurm_script(
+                p,
+                str(Path(run_dir).resolve()),
+                [*recipe.flags(), *extra],
+                nodes=nodes,
+                gpus_per_node=nproc,
+                job_name=f"timecat-set{k}",
+            )
+            path = write_text(Path(run_dir) / f"timecat_set{k}.sbatch", script)
+            print(f"wrote {path.name}: submit it with sbatch, then re-run with launch: none")
+    return wall
+
+
+def members_table(plans: list[Plan], run_dir: str | Path, recipe: Recipe) -> pd.DataFrame:
+    """Every member of every seed set, with whether it exists for this recipe."""
+    return pd.concat([list_members(p, run_dir, recipe).assign(seed_set=k) for k, p in enumerate(plans)])
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -163,19 +195,50 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def list_members(plan: Plan, run_dir: str | Path) -> pd.DataFrame:
-    """Every member the plan needs: seed, step, which CATs use it, its file, and whether it exists."""
+def list_members(plan: Plan, run_dir: str | Path, recipe: Recipe) -> pd.DataFrame:
+    """Every member the plan needs: seed, step, which CATs use it, its file, and whether it is current."""
     rows = []
     for run in plan.runs:
         for step in run.exports:
-            path = Path(run_dir) / "members" / f"seed{run.seed}_step{step}.pt"
+            path = member_path(run_dir, run.seed, step)
             rows.append(
                 {
                     "seed": run.seed,
                     "step": step,
                     "used by": run.used_by[step],
                     "file": f"members/{path.name}",
-                    "exists": path.exists(),
+                    "current": members.is_current(path, recipe, run.seed, step),
                 }
             )
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the plan, handed from notebook 03 to 04
+
+PLAN_FILE = "plan.json"
+
+
+def write_plan(pretrain_dir: str | Path, recipe: Recipe, plans: list[Plan]) -> Path:
+    """What notebook 03 produced, for notebook 04: the recipe, its run folder and every seed set's CATs."""
+    run_dir = Path(pretrain_dir) / recipe.tag()
+    record = {
+        "recipe": recipe.to_dict(),
+        "run_dir": recipe.tag(),
+        "mode": plans[0].mode,
+        "seed_sets": [{str(n): [list(m) for m in ms] for n, ms in p.cats.items()} for p in plans],
+        "members": [
+            str(member_path(recipe.tag(), r.seed, s)) for p in plans for r in p.runs for s in r.exports
+        ],
+    }
+    write_json(Path(pretrain_dir) / PLAN_FILE, record)
+    return run_dir
+
+
+def read_plan(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[dict[int, list[tuple[int, int]]]]]:
+    """(recipe, run folder, per seed set {n: [(seed, steps), ...]}) as notebook 03 wrote them."""
+    path = Path(pretrain_dir) / PLAN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run notebook 03 first")
+    record = json.loads(path.read_text())
+    cats = [{int(n): [tuple(m) for m in ms] for n, ms in s.items()} for s in record["seed_sets"]]
+    return Recipe.from_dict(record["recipe"]), Path(pretrain_dir) / record["run_dir"], cats

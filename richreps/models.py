@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import update_bn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -98,28 +99,25 @@ def build_model(arch: str, num_classes: int, width: int = 32) -> Member:
     raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
 
 
-@torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches, device: torch.device | str | None = None) -> int:
-    """Recompute BatchNorm running statistics from `batches` as an exact average.
+    """Recompute BatchNorm running statistics from `batches` as an exact average; returns their number.
 
     Schedule-free evaluates at a different point (x) from where it trains (y), so the running
     statistics gathered during training belong to the wrong weights; AlgoPerf's schedule-free
-    entry missed its target for lack of this. Returns the number of batches used.
+    entry missed its target for lack of this. The computation is torch's `update_bn` (reset,
+    cumulative average, mode and momentum restored); this wrapper counts the batches and refuses
+    zero, which would leave the statistics reset.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return 0
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs the same
-    was_training = model.training
-    model.train()
-    n = 0
-    for x in batches:
-        model(x.to(device) if device is not None else x)
-        n += 1
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    model.train(was_training)
-    return n
+    seen = 0
+
+    def counted():
+        nonlocal seen
+        for x in batches:
+            seen += 1
+            yield x
+
+    with torch.no_grad():
+        update_bn(counted(), model, device)
+    if seen == 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise RuntimeError("recalibrate_bn: no calibration batches; BatchNorm statistics would stay reset")
+    return seen

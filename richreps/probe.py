@@ -1,33 +1,28 @@
-"""Concatenate members into CATn representations and measure transfer by linear probing.
+"""Linear probes on frozen CATn features, and the command line that probes member checkpoints.
 
-    python -m richreps.probe --members A.pt B.pt --dataset cifar100 --root /data --probe fast
+    python -m richreps.probe --members A.pt B.pt --dataset cifar10 --root DATA --probe fast
 
-Features are computed once per (member, dataset, split, transform), cached on disk in float16
-and reused; a CATn reads its members' cached features and never re-runs a network. Two probes:
-`fast` (standardised features, multinomial logistic regression by full-batch L-BFGS, weight decay
-chosen on the validation split) and `reference` (the authors' protocol: BatchNorm1d + Linear,
-SGD with Nesterov, 28 epochs with drops at 8/16/24, features recomputed every epoch under
-augmentation). Model selection always uses the validation split; the reference protocol's own
-best-test-epoch number is reported separately and labelled as such.
+Two probes. `fast`: standardised features, multinomial logistic regression by full-batch L-BFGS,
+weight decay chosen on the validation split. `reference`: the authors' protocol (BatchNorm1d +
+Linear, SGD with Nesterov, 28 epochs with drops at 8/16/24, features recomputed every epoch
+under augmentation). Model selection always uses the validation split; the reference protocol's
+own best-test-epoch number is reported separately and labelled as such. Members are ours
+(`richreps.members`) or AlgoPerf ResNet-50 checkpoints; features come from `richreps.features`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from richreps.io import atomic_path
-from richreps.models import Member, build_model
+from richreps.features import FeatureSet
+from richreps.models import Member
 
 log = logging.getLogger(__name__)
 
@@ -40,189 +35,7 @@ REFERENCE_WD = {
     "cues": [1e-4, 5e-4, 1e-3, 5e-3],
 }
 FAST_WD = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 0.0]
-
-
-class CheckpointError(ValueError):
-    """A member checkpoint that cannot join a CAT; the message names the file and the key."""
-
-
-# ---------------------------------------------------------------- members
-
-
-def algoperf_key(key: str) -> str | None:
-    """Map an AlgoPerf / richreps-timecat ResNet-50 key to torchvision's name (None: not backbone)."""
-    while True:
-        stripped = re.sub(r"^(_orig_mod\.|module\.)", "", key)
-        if stripped == key:
-            break
-        key = stripped
-    if key.startswith("fc."):
-        return None
-    return key.replace(".downsample.conv.", ".downsample.0.").replace(".downsample.bn.", ".downsample.1.")
-
-
-def load_member(path: str | Path) -> Member:
-    """A member from our own export or from an AlgoPerf-format ResNet-50 checkpoint, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not a torch checkpoint ({type(e).__name__})") from None
-    if isinstance(ckpt, dict) and ckpt.get("format") == "richreps-member-1":
-        member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
-        _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k)
-    elif isinstance(ckpt, dict) and "model_params" in ckpt:
-        member = build_model("resnet50", 1000)
-        _load_backbone(member.net, ckpt["model_params"], path, strip=algoperf_key)
-    else:
-        raise CheckpointError(
-            f"{path}: neither a richreps member (format key) nor an AlgoPerf checkpoint (model_params key)"
-        )
-    member.source = str(path)
-    return member.eval()
-
-
-def _load_backbone(module: nn.Module, state: dict, path: Path, strip: Callable[[str], str | None]) -> None:
-    """Load every backbone tensor; the classifier (fc) is not needed for probing."""
-    mapped = {}
-    for k, v in state.items():
-        name = strip(k)
-        if name is not None:
-            mapped[name] = v
-    current = module.state_dict()
-    expected = {k for k in current if ".fc." not in f".{k}"}
-    missing = sorted(expected - set(mapped))
-    unexpected = sorted(k for k in mapped if k not in current)
-    if missing:
-        raise CheckpointError(f"{path}: missing backbone key '{missing[0]}' ({len(missing)} missing)")
-    if unexpected:
-        raise CheckpointError(f"{path}: unexpected key '{unexpected[0]}' ({len(unexpected)} unexpected)")
-    for k in expected:
-        if mapped[k].shape != current[k].shape:
-            raise CheckpointError(
-                f"{path}: key '{k}' has shape {tuple(mapped[k].shape)}, expected {tuple(current[k].shape)}"
-            )
-    module.load_state_dict({**current, **{k: mapped[k] for k in expected}})
-
-
-def check_cat(members: list[Member]) -> None:
-    """All members of a CAT share the architecture and the feature width."""
-    first = members[0]
-    for m in members[1:]:
-        if type(m) is not type(first) or m.feature_dim != first.feature_dim:
-            raise CheckpointError(
-                f"{m.source}: {type(m).__name__} with {m.feature_dim} features differs from "
-                f"{first.source} ({type(first).__name__}, {first.feature_dim}) in this CAT"
-            )
-        first_keys, keys = list(first.state_dict()), list(m.state_dict())
-        if first_keys != keys:
-            diff = next(a for a, b in zip(keys + [""], first_keys + [""]) if a != b)
-            raise CheckpointError(f"{m.source}: key '{diff}' differs from {first.source}")
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- features, computed once
-
-
-@dataclass
-class FeatureSet:
-    features: torch.Tensor  # (N, D) float16
-    labels: torch.Tensor  # (N,) int64
-
-
-def cache_path(cache_dir: str | Path, member_key: str, data_key: str) -> Path:
-    return Path(cache_dir) / member_key / f"{hashlib.sha256(data_key.encode()).hexdigest()[:16]}.pt"
-
-
-@torch.no_grad()
-def extract(
-    members: dict[str, Member],
-    batches: Callable[[], Iterable],
-    data_key: str,
-    cache_dir: str | Path,
-    device: torch.device | str = "cpu",
-    chunk_batches: int = 50,
-    desc: str = "features",
-) -> dict[str, FeatureSet]:
-    """Features of every member on one dataset split, from the cache where present.
-
-    `members` maps a content key (the checkpoint's hash) to the model. The missing members share
-    one pass over the data: each batch is decoded once and run through all of them (bf16 on CUDA).
-    Progress is written in chunks, so a killed extraction resumes where it stopped.
-    """
-    device = torch.device(device)
-    out, todo = {}, {}
-    for key, m in members.items():
-        path = cache_path(cache_dir, key, data_key)
-        if path.exists():
-            out[key] = FeatureSet(**torch.load(path, weights_only=True))
-        else:
-            todo[key] = m.to(device).eval()
-    if not todo:
-        return out
-    part_dir = (
-        Path(cache_dir)
-        / "partial"
-        / hashlib.sha256(("|".join(sorted(todo)) + data_key).encode()).hexdigest()[:16]
-    )
-    part_dir.mkdir(parents=True, exist_ok=True)
-    done = sorted(part_dir.glob("part*.pt"))
-    start = len(done) * chunk_batches
-    feats = {k: [] for k in todo}
-    labels: list[torch.Tensor] = []
-    amp = device.type == "cuda"
-
-    def flush(index: int) -> None:
-        with atomic_path(part_dir / f"part{index:06d}.pt") as tmp:
-            torch.save(
-                {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}, tmp
-            )
-        for v in feats.values():
-            v.clear()
-        labels.clear()
-
-    chunk = len(done)
-    for b, (x, y) in enumerate(tqdm(batches(), desc=desc, unit="batch", leave=False)):
-        if b < start:
-            continue  # already in a part file
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            for k, m in todo.items():
-                feats[k].append(m.features(x).float().half().cpu())
-        labels.append(torch.as_tensor(y).cpu())
-        if (b + 1) % chunk_batches == 0:
-            flush(chunk)
-            chunk += 1
-    if labels:
-        flush(chunk)
-    parts = [torch.load(p, weights_only=True) for p in sorted(part_dir.glob("part*.pt"))]
-    all_labels = torch.cat([p["labels"] for p in parts])
-    for k in todo:
-        fs = FeatureSet(torch.cat([p["features"][k] for p in parts]), all_labels)
-        with atomic_path(cache_path(cache_dir, k, data_key)) as tmp:
-            torch.save({"features": fs.features, "labels": fs.labels}, tmp)
-        out[k] = fs
-    for p in part_dir.glob("part*.pt"):
-        p.unlink()
-    part_dir.rmdir()
-    return out
-
-
-def concat(sets: list[FeatureSet]) -> FeatureSet:
-    """CATn: the concatenation of its members' features."""
-    for s in sets[1:]:
-        if not torch.equal(s.labels, sets[0].labels):
-            raise ValueError("members' cached features were computed on different samples")
-    return FeatureSet(torch.cat([s.features for s in sets], dim=1), sets[0].labels)
+DATASETS = ("cifar10", "cifar100", "imagenet", "inat18", "cues")
 
 
 # ---------------------------------------------------------------- the fast probe
@@ -413,30 +226,21 @@ def reference_probe(
 # ---------------------------------------------------------------- command line
 
 
-def _folder_batches(
-    dataset: str, root: str, split: str, size: int, train: bool, workers: int | None, seed: int = 0
-):
-    from richreps.data import build_dataset, probe_transform
-    from richreps.data.pipeline import cpu_loader
-
-    ds = build_dataset(dataset, root, split, probe_transform(dataset, train, size))
-    batch = 256 if dataset.startswith("cifar") else 128
-
-    def batches(epoch: int = 0):
-        torch.manual_seed(seed + epoch)
-        return cpu_loader(ds, batch, workers=workers, shuffle=train)
-
-    return batches
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from richreps import features, members
+    from richreps.data import DatasetError
+
     ap = argparse.ArgumentParser(prog="python -m richreps.probe", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--members", nargs="+", required=True, help="member checkpoints (ours or AlgoPerf format)"
     )
-    ap.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "imagenet", "inat18", "cues"))
+    ap.add_argument("--dataset", required=True, choices=DATASETS)
     ap.add_argument("--root", default="", help="dataset root (not used for cues)")
-    ap.add_argument("--task", default="color", help="cues: transfer task")
+    ap.add_argument("--task", default="color", help="cues: transfer task, or 'mixture' (the members' own)")
     ap.add_argument("--probe", choices=("fast", "reference"), default="fast")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--cache", default="outputs/feature_cache")
@@ -445,306 +249,70 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
-    from richreps.data import DatasetError
+    if args.dataset != "cues" and not args.root:
+        ap.error(f"--root is required for --dataset {args.dataset}")
+    if min(args.sizes) < 1 or args.image_size < 1:
+        ap.error("--sizes and --image-size must be >= 1")
 
     try:
-        members = [load_member(p) for p in args.members]
-        check_cat(members)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        models = [members.load(p) for p in args.members]
+        members.check_cat(models)
+        device = default_device()
         if args.dataset == "cues":
+            weights = None
+            if args.task == "mixture":
+                recipe = members.record(args.members[0]).get("recipe")
+                if not recipe:
+                    raise members.CheckpointError(
+                        f"{args.members[0]}: records no recipe, so no mixture weights"
+                    )
+                weights = recipe["cue_weights"]
             sizes = dict(zip(("train", "val", "test"), args.sizes))
-            per_split = cue_features(args.members, [args.task], sizes, 0, args.cache, device)[args.task]
+            per_split = features.cue_features(
+                args.members, [args.task], sizes, 0, args.cache, device, weights
+            )[args.task]
         else:
-            per_split = folder_features(
+            per_split = features.folder_features(
                 args.members, args.dataset, args.root, args.image_size, args.cache, device, args.workers
             )
-        feature_sets = {
-            s: concat([per_split[s][str(p)] for p in args.members]) for s in ("train", "val", "test")
+        sets = {
+            s: features.concat([per_split[s][str(p)] for p in args.members]) for s in ("train", "val", "test")
         }
         if args.probe == "fast":
-            result = fast_probe(
-                feature_sets["train"], feature_sets["val"], feature_sets["test"], device=device
-            )
+            result = fast_probe(sets["train"], sets["val"], sets["test"], device=device)
         else:
-            grid = REFERENCE_WD[args.dataset]
             if args.dataset == "cues":
-                source = cue_batches(args.task, args.sizes[0], "train", 0, batch=256)
+                source = features.cue_batches(args.task, args.sizes[0], "train", 0, weights, batch=256)
                 train_batches, augmented = (lambda epoch: source()), False
             else:
-                loader = _folder_batches(
+                train_batches = features.folder_batches(
                     args.dataset, args.root, "train", args.image_size, True, args.workers
                 )
-                train_batches, augmented = loader, True
+                augmented = True
             result = reference_probe(
-                members,
+                models,
                 train_batches,
-                feature_sets["val"],
-                feature_sets["test"],
-                grid,
+                sets["val"],
+                sets["test"],
+                REFERENCE_WD[args.dataset],
                 device,
                 augmented=augmented,
             )
-    except (CheckpointError, DatasetError) as e:
+    except (members.CheckpointError, DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    name = args.dataset + ("/" + args.task if args.dataset == "cues" else "")
     print(
-        f"CAT{len(members)} {args.dataset}{'/' + args.task if args.dataset == 'cues' else ''} [{args.probe}]: "
-        f"test accuracy {100 * result.test_acc:.2f}% (val {100 * result.val_acc:.2f}%, weight decay {result.weight_decay:g}, "
-        f"{result.solver})"
+        f"CAT{len(models)} {name} [{args.probe}]: test accuracy {100 * result.test_acc:.2f}% "
+        f"(val {100 * result.val_acc:.2f}%, weight decay {result.weight_decay:g}, {result.solver})"
     )
     if result.best_test_epoch_acc is not None:
         print(
-            f"  reference protocol's best-test-epoch accuracy (selected on test): {100 * result.best_test_epoch_acc:.2f}%"
+            "  reference protocol's best-test-epoch accuracy (selected on test): "
+            f"{100 * result.best_test_epoch_acc:.2f}%"
         )
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# ---------------------------------------------------------------- experiments on the multi-cue benchmark
-
-
-def subsample_per_class(fs: FeatureSet, per_class: int, seed: int = 0) -> FeatureSet:
-    """The first `per_class` examples of each class under a seeded shuffle (few-shot probes)."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(fs.labels), generator=g)
-    keep = torch.cat([order[fs.labels[order] == c][:per_class] for c in fs.labels.unique()])
-    keep = keep.sort().values
-    return FeatureSet(fs.features[keep], fs.labels[keep])
-
-
-def cue_batches(task: str, size: int, split: str, seed: int, batch: int = 500):
-    """A re-iterable batch source for one split of a cue task ('mixture' is the pretraining mixture)."""
-    from richreps.data import cues
-
-    if task.startswith("mixture"):
-        weights = [float(w) for w in task.split(":")[1].split(",")]
-        data = cues.sample_pretrain(size, weights, cues.split_seed(seed, "probe-mixture", split))
-    else:
-        data = cues.sample_task(task, size, cues.split_seed(seed, task, split))
-    return lambda: ((data.images[i : i + batch], data.labels[i : i + batch]) for i in range(0, size, batch))
-
-
-def cue_features(
-    member_files: list[str | Path],
-    tasks: list[str],
-    sizes: dict[str, int],
-    seed: int,
-    cache_dir: str | Path,
-    device: torch.device | str = "cpu",
-) -> dict[str, dict[str, dict[str, FeatureSet]]]:
-    """features[task][split][member file] for every member, each image run once through all members."""
-    members = {str(p): load_member(p) for p in member_files}
-    keys = {str(p): file_hash(p) for p in member_files}
-    out: dict[str, dict[str, dict[str, FeatureSet]]] = {}
-    for task in tasks:
-        out[task] = {}
-        for split, n in sizes.items():
-            data_key = f"cues/{task}/{split}/{n}/seed{seed}"
-            got = extract(
-                {keys[p]: m for p, m in members.items()},
-                cue_batches(task, n, split, seed),
-                data_key,
-                cache_dir,
-                device,
-                desc=f"{task} {split}",
-            )
-            out[task][split] = {p: got[keys[p]] for p in members}
-    return out
-
-
-def save_untrained(path: str | Path, arch: str, width: int, seed: int, calib: list[torch.Tensor]) -> Path:
-    """An untrained member (the control for 'closer to random features'), BN statistics from `calib`."""
-    from richreps.models import recalibrate_bn
-
-    path = Path(path)
-    if path.exists():
-        return path
-    torch.manual_seed(seed)
-    m = build_model(arch, 10, width)
-    recalibrate_bn(m, calib)
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "format": "richreps-member-1",
-                "arch": arch,
-                "width": width,
-                "num_classes": 10,
-                "feature_dim": m.feature_dim,
-                "seed": seed,
-                "step": 0,
-                "data": "none (untrained)",
-                "state_dict": m.eval().state_dict(),
-            },
-            tmp,
-        )
-    return path
-
-
-def direct_train(
-    task: str,
-    arch: str,
-    width: int,
-    steps: int,
-    batch: int,
-    train_size: int,
-    sizes: dict[str, int],
-    seed: int,
-    lr: float = 0.0025,
-    eval_every: int = 100,
-) -> dict[str, float]:
-    """Train a member from scratch on the target task itself: the paper's upper bound.
-
-    Uses the same validation and test splits as the probes; the evaluation point with the best
-    validation accuracy gives the test number.
-    """
-    from schedulefree import AdamWScheduleFree
-
-    from richreps.data import cues
-    from richreps.pretrain import evaluate, member_at_x
-
-    # a training set of its own (the paper assumes ample data for direct training), same val/test as the probes
-    train = cues.sample_task(task, train_size, cues.split_seed(seed + 7, task, "train"))
-    val = list(cue_batches(task, sizes["val"], "val", seed)())
-    test = list(cue_batches(task, sizes["test"], "test", seed)())
-    n_classes = cues.TASKS[task].n_classes
-    torch.manual_seed(seed)
-    model = build_model(arch, n_classes, width)
-    opt = AdamWScheduleFree(model.parameters(), lr=lr, betas=(0.9, 0.99552), weight_decay=0.0812, r=0.75)
-    opt.train()
-    model.train()
-    g = torch.Generator().manual_seed(seed)
-    calib = [train.images[i : i + batch] for i in range(0, min(train_size, 10 * batch), batch)]
-    best = {"val_acc": -1.0}
-    for step in range(1, steps + 1):
-        idx = torch.randint(train_size, (batch,), generator=g)
-        loss = nn.functional.cross_entropy(model(train.images[idx]), train.labels[idx], label_smoothing=0.2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % eval_every == 0 or step == steps:
-            member = member_at_x(model, opt, calib, torch.device("cpu"))
-            v = evaluate(member, val, torch.device("cpu"), amp=False)
-            if v["val_acc"] > best["val_acc"]:
-                best = {
-                    "val_acc": v["val_acc"],
-                    "test_acc": evaluate(member, test, torch.device("cpu"), amp=False)["val_acc"],
-                    "step": step,
-                }
-    return best
-
-
-def folder_features(
-    member_files: list[str | Path],
-    dataset: str,
-    root: str | Path,
-    image_size: int,
-    cache_dir: str | Path,
-    device: torch.device | str = "cpu",
-    workers: int | None = None,
-    splits: tuple[str, ...] = ("train", "val", "test"),
-) -> dict[str, dict[str, FeatureSet]]:
-    """features[split][member file] on a real dataset (evaluation transform), cached per member."""
-    members = {str(p): load_member(p) for p in member_files}
-    check_cat(list(members.values()))
-    keys = {str(p): file_hash(p) for p in member_files}
-    out = {}
-    for split in splits:
-        batches = _folder_batches(dataset, str(root), split, image_size, False, workers)
-        data_key = f"{dataset}/{Path(root).resolve()}/{split}/eval{image_size}"
-        got = extract(
-            {keys[p]: m for p, m in members.items()},
-            batches,
-            data_key,
-            cache_dir,
-            device,
-            desc=f"{dataset} {split}",
-        )
-        out[split] = {p: got[keys[p]] for p in members}
-    return out
-
-
-@dataclass(frozen=True)
-class Representation:
-    """One row of Table 3's shape: a method and the member files it concatenates."""
-
-    method: str
-    n: int
-    steps_per_member: int
-    files: tuple[str, ...]
-
-    @property
-    def total_steps(self) -> int:
-        return self.n * self.steps_per_member
-
-
-def plan_representations(plan, run_dir: str | Path) -> list[Representation]:
-    """CAT1 (the baseline) and every CATn of a compute plan, as member files."""
-    reps = []
-    for n, members in plan.cats.items():
-        files = tuple(str(Path(run_dir) / "members" / f"seed{s}_step{t}.pt") for s, t in members)
-        reps.append(Representation("CAT1 (baseline)" if n == 1 else f"CAT{n}", n, members[0][1], files))
-    return reps
-
-
-def probe_representations(
-    reps: list[Representation],
-    features: dict,
-    tasks: list[str],
-    grid: list[float],
-    shots: list[int],
-    replicate: int,
-    device: torch.device | str = "cpu",
-) -> list[dict]:
-    """Fast-probe every representation on every task, at every number of labelled examples per class."""
-    rows = []
-    for rep in reps:
-        for task in tasks:
-            sets = {s: concat([features[task][s][f] for f in rep.files]) for s in ("train", "val", "test")}
-            for k in [*shots, 0]:
-                train = sets["train"] if k == 0 else subsample_per_class(sets["train"], k, seed=replicate)
-                r = fast_probe(train, sets["val"], sets["test"], grid=grid, device=device)
-                rows.append(
-                    {
-                        "replicate": replicate,
-                        "method": rep.method,
-                        "n": rep.n,
-                        "steps_per_member": rep.steps_per_member,
-                        "total_steps": rep.total_steps,
-                        "task": task,
-                        "shots": "all" if k == 0 else k,
-                        "test_acc": r.test_acc,
-                        "val_acc": r.val_acc,
-                        "weight_decay": r.weight_decay,
-                    }
-                )
-    return rows
-
-
-def cat_gains(long):
-    """CATn - CAT1 test accuracy per (replicate, task) for every n > 1: columns replicate, task, n, gain."""
-    import pandas as pd
-
-    cats = long[long["method"].str.match(r"^CAT\d")]
-    acc = cats.pivot_table(index=["replicate", "task"], columns="n", values="test_acc")
-    return pd.concat(
-        [(acc[n] - acc[1]).rename("gain").reset_index().assign(n=n) for n in acc.columns if n != 1],
-        ignore_index=True,
-    )
-
-
-def mean_sd_table(
-    long, index: list[str], column: str = "task", value: str = "test_acc", scale: float = 100.0
-):
-    """Wide table of 'mean ± sd' strings over replicates (sd omitted with one replicate)."""
-    import pandas as pd
-
-    g = long.groupby([*index, column], sort=False)[value]
-    stats = pd.DataFrame({"mean": g.mean() * scale, "sd": g.std(ddof=1) * scale, "n": g.size()})
-
-    def fmt(r) -> str:
-        return f"{r['mean']:.1f}" if r["n"] < 2 or pd.isna(r["sd"]) else f"{r['mean']:.1f} ± {r['sd']:.1f}"
-
-    return stats.apply(fmt, axis=1).unstack(column)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from richreps import aggregate
 from richreps.evidence import load_table
 from richreps.io import to_markdown, write_text
-from richreps.probe import cat_gains
 
 PAPER_OOD = ["inat18", "cifar100", "cifar10"]
 
@@ -88,43 +88,32 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str]]:
         "",
         to_markdown(measured, index=False),
     ]
-    full = long[long["shots"].astype(str) == "all"]
-    per_replicate = cat_gains(full)
-    n_max = int(per_replicate["n"].max())
-    largest = per_replicate[per_replicate["n"] == n_max]
-    gains = largest.assign(gain=largest["gain"] * 100).groupby("task")["gain"].agg(["mean", "std", "size"])
-    paper_gain = paper.iloc[-1][PAPER_OOD] - paper.iloc[0][PAPER_OOD]
-    untrained = full[full["method"] == f"untrained CAT{n_max}"].groupby("task")["test_acc"].mean() * 100
+    summary = aggregate.task_summary(long)
+    n_max = summary.attrs["n_max"]
+    paper_gain = aggregate.paper_gains().iloc[-1]
     agree, differ = [], []
-    for task, g in gains.iterrows():
-        text = f"CAT{n_max} - CAT1 on `{task}`: {g['mean']:+.1f} ± {0 if pd.isna(g['std']) else g['std']:.1f} points"
-        if task in untrained:
-            text += f" (untrained CAT{n_max} scores {untrained[task]:.1f} %)"
-        if task.startswith("mixture"):
-            (agree if abs(g["mean"]) <= 1.0 else differ).append(
-                f"{text} in distribution; the paper: {paper.iloc[-1]['imagenet1k'] - paper.iloc[0]['imagenet1k']:+.1f} on ImageNet "
+    for task, g in summary.iterrows():
+        sd = 0 if pd.isna(g["gain_sd"]) else g["gain_sd"]
+        text = f"CAT{n_max} - CAT1 on `{task}`: {g['gain_mean']:+.1f} ± {sd:.1f} points"
+        if pd.notna(g[f"untrained CAT{n_max}"]):
+            text += f" (untrained CAT{n_max} scores {g[f'untrained CAT{n_max}']:.1f} %)"
+        if task == aggregate.IID:
+            (agree if abs(g["gain_mean"]) <= 1.0 else differ).append(
+                f"{text} in distribution; the paper: {paper_gain['imagenet1k']:+.1f} on ImageNet "
                 "(concatenation does not help in distribution)."
             )
         else:
-            (agree if g["mean"] > 0 else differ).append(
+            (agree if g["gain_mean"] > 0 else differ).append(
                 f"{text} out of distribution; the paper's CAT5 - CAT1 is positive on every OOD target "
-                f"({', '.join(f'{d} {v:+.1f}' for d, v in paper_gain.items())})."
+                f"({', '.join(f'{d} {paper_gain[d]:+.1f}' for d in PAPER_OOD)})."
             )
-    direct = full[full["method"] == "direct training"].groupby("task")["test_acc"].mean() * 100
-    probes = (
-        full[full["method"] != "direct training"]
-        .groupby(["task", "method"])["test_acc"]
-        .mean()
-        .groupby("task")
-        .max()
-        * 100
-    )
-    for task in direct.index:
-        gap = direct[task] - probes[task]
-        ceiling = " (a ceiling: every representation decodes this task)" if probes[task] >= 99.5 else ""
+    for task, g in summary.dropna(subset=[aggregate.DIRECT]).iterrows():
+        gap = g[aggregate.DIRECT] - g["best probe"]
+        ceiling = " (a ceiling: every representation decodes this task)" if g["best probe"] >= 99.5 else ""
         (agree if gap > 0 else differ).append(
-            f"Direct training on `{task}` reaches {direct[task]:.1f} %, the best linear probe {probes[task]:.1f} % "
-            f"(gap {gap:+.1f}){ceiling}; the paper: transfer falls short of direct training (Table 1: 3 and 9 points)."
+            f"Direct training on `{task}` reaches {g[aggregate.DIRECT]:.1f} %, the best linear probe "
+            f"{g['best probe']:.1f} % (gap {gap:+.1f}){ceiling}; the paper: transfer falls short of direct "
+            "training (Table 1: 3 and 9 points)."
         )
     return lines, agree, differ
 

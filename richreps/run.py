@@ -14,6 +14,7 @@ import argparse
 import ast
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,21 +27,6 @@ from richreps.io import write_json
 
 RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
 PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
-PINNED = (
-    "richreps",
-    "torch",
-    "torchvision",
-    "numpy",
-    "scipy",
-    "pandas",
-    "scikit-learn",
-    "seaborn",
-    "matplotlib",
-    "schedulefree",
-    "papermill",
-    "nbval",
-    "mlxtend",
-)
 SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}
 
 
@@ -134,8 +120,13 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
+    """Installed versions of richreps and of every package it pins (read from its own metadata)."""
     out = {"python": platform.python_version()}
-    for name in PINNED:
+    try:
+        pins = [re.match(r"[A-Za-z0-9_.\-]+", r).group(0) for r in metadata.requires("richreps") or []]
+    except metadata.PackageNotFoundError:
+        pins = []
+    for name in ["richreps", *pins]:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

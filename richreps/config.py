@@ -1,0 +1,137 @@
+"""The pretraining recipe: the one source of defaults for everything that decides what a member is.
+
+    recipe = Recipe(arch="small_cnn", width=16, global_batch=64)
+    recipe.flags()            # ['--data', 'cues', ..., '--global-batch', '64', ...] for torchrun
+    Recipe.from_namespace(ns) # back from `python -m richreps.pretrain`'s parsed flags
+
+A member is fully described by (recipe, seed, step). The pretraining CLI's flags, the flags
+notebook 03 passes to torchrun, the resume check, the record stored in every member file,
+direct training in notebook 04 and the run folder's name all derive from this dataclass, so
+a new field is covered everywhere at once. The defaults are AlgoPerf v0.6's schedule-free
+ResNet-50 entry (shared/reference facts are restated in `pretrain`'s docstring); the
+multi-cue benchmark's mixture weights are `cues.DEFAULT_WEIGHTS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from richreps.data.cues import DEFAULT_WEIGHTS
+
+ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
+DATA = ("cues", "imagenet")
+CORRUPT_POLICIES = ("error", "skip")
+
+
+def _f(default, help: str, **kw) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a member besides its seed and step (see the module docstring)."""
+
+    # data
+    data: str = _f("cues", "pretraining data", choices=DATA)
+    data_root: str = _f("", "imagenet: root in ImageFolder layout")
+    cue_task: str = _f("mixture", "cues: 'mixture' (pretraining) or a transfer task (direct training)")
+    cue_weights: tuple[float, ...] = _f(DEFAULT_WEIGHTS, "cues: mixture weight of each cue's component")
+    cue_redundant: tuple[float, ...] | None = _f(None, "cues: per-cue reliabilities instead of components")
+    train_size: int = _f(20000, "cues: images in the training set")
+    val_size: int = _f(2000, "cues: images in the validation set")
+    data_seed: int = _f(0, "cues: the dataset (shared by all seeds)")
+    val_fraction: float = _f(0.01, "imagenet: held-out share of train")
+    image_size: int = _f(224, "imagenet: training crop size")
+    corrupt_policy: str = _f(
+        "error", "imagenet: unreadable images stop the run or are skipped", choices=CORRUPT_POLICIES
+    )
+    # model and optimizer: AlgoPerf v0.6 schedule-free AdamW
+    arch: str = _f("small_cnn", "member architecture", choices=ARCHS)
+    width: int = _f(32, "small_cnn width")
+    global_batch: int = _f(1024, "images per optimizer step, over all processes")
+    micro_batch: int = _f(0, "per-process images per forward (0: no gradient accumulation)")
+    lr: float = _f(0.0025, "schedule-free AdamW learning rate")
+    beta1: float = _f(0.9, "schedule-free interpolation / momentum")
+    beta2: float = _f(0.99552, "second-moment decay")
+    weight_decay: float = _f(0.0812, "decoupled weight decay")
+    warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)")
+    label_smoothing: float = _f(0.2, "label smoothing of the training loss")
+    r_power: float = _f(0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)")
+    weight_lr_power: float = _f(2.0, "schedule-free weight_lr_power")
+    bn_batches: int = _f(50, "training batches that recompute BN statistics at the evaluation point x")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field (`--cue-weights`, `--global-batch`, ...) with this class's default."""
+        group = parser.add_argument_group("recipe (defaults: AlgoPerf v0.6 schedule-free entry)")
+        for f in fields(cls):
+            kw: dict[str, Any] = {"default": f.default, "help": f.metadata["help"], "dest": f.name}
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+            if f.name in ("cue_weights", "cue_redundant"):
+                kw.update(type=float, nargs=4)
+            else:
+                kw["type"] = type(f.default)
+            group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> Recipe:
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        """From a member file's or a plan file's record; unknown keys are an error, missing ones default."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown recipe key '{unknown[0]}'")
+        return cls(**d)
+
+    def __post_init__(self) -> None:
+        # lists from YAML / argparse become tuples, so recipes compare and hash by value
+        for name in ("cue_weights", "cue_redundant"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(float(x) for x in v))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def flags(self) -> list[str]:
+        """This recipe as `python -m richreps.pretrain` flags (every field, so nothing falls back)."""
+        out: list[str] = []
+        for k, v in self.to_dict().items():
+            if v is None or v == "":
+                continue
+            out += ["--" + k.replace("_", "-"), *(map(str, v) if isinstance(v, list) else [str(v)])]
+        return out
+
+    def tag(self) -> str:
+        """A short content hash: runs of different recipes never share a folder."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return "recipe-" + hashlib.sha256(blob).hexdigest()[:10]
+
+    def diff(self, other: Recipe | dict | None) -> tuple[str, Any, Any] | None:
+        """The first field where `other` (a Recipe or a recorded dict) differs: (key, theirs, ours)."""
+        if other is None:
+            return ("recipe", None, "a recorded recipe")
+        theirs = other.to_dict() if isinstance(other, Recipe) else dict(other)
+        for k, v in self.to_dict().items():
+            if k not in theirs or theirs[k] != v:
+                return (k, theirs.get(k, "(missing)"), v)
+        extra = sorted(set(theirs) - set(self.to_dict()))
+        return (extra[0], theirs[extra[0]], "(unknown key)") if extra else None
+
+    def differs(self, other: Recipe | dict | None) -> str | None:
+        """`diff` as one phrase, 'key: theirs vs ours', or None when equal."""
+        d = self.diff(other)
+        return None if d is None else f"{d[0]}: {d[1]!r} vs {d[2]!r}"
+
+    def replace(self, **changes) -> Recipe:
+        return dataclasses.replace(self, **changes)

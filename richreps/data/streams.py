@@ -1,0 +1,207 @@
+"""Training streams: endless, shuffled, sharded minibatches that resume exactly where they stopped.
+
+    stream, calib, val, num_classes = make_data(recipe, seed, rank, world, device, micro)
+    x, y = stream.next()
+    state = stream.state_dict()          # the ResumableSampler's own format: epoch, start, seed
+    stream.load_state_dict(state)
+
+One resume API for every stream: the position is the sampler's (epoch, start), saved and
+restored with `state_dict` / `load_state_dict`, as `ResumableSampler` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from richreps.config import Recipe
+from richreps.data.sampler import ResumableSampler
+
+
+class _Stream:
+    """Shared position bookkeeping: the epoch and how many of this rank's samples it consumed."""
+
+    sampler: ResumableSampler
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self.restart()
+
+    def restart(self) -> None:
+        raise NotImplementedError
+
+    def _advance(self, n: int) -> None:
+        self.sampler.set_epoch(self.sampler.epoch, self.sampler.start + n)
+
+    def _next_epoch(self) -> None:
+        self.sampler.set_epoch(self.sampler.epoch + 1, 0)
+        self.restart()
+
+
+class CueStream(_Stream):
+    """Shuffled minibatches of an in-memory tensor dataset (the multi-cue benchmark)."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch: int, seed: int, rank: int, world: int
+    ):
+        if batch > len(labels) // world:
+            raise ValueError(
+                f"batch {batch} per process exceeds the {len(labels) // world} images of each shard"
+            )
+        self.images, self.labels, self.batch = images, labels, batch
+        self.sampler = ResumableSampler(len(labels), world, rank, seed=seed, drop_last=True)
+        self.order: torch.Tensor | None = None
+
+    def restart(self) -> None:
+        self.order = None
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self.order is None:
+                self.order = torch.tensor(self.sampler.indices())
+            if self.sampler.start + self.batch <= len(self.order):
+                break
+            self._next_epoch()
+        start = self.sampler.start
+        idx = self.order[start : start + self.batch]
+        self._advance(self.batch)
+        return self.images[idx], self.labels[idx]
+
+
+class LoaderStream(_Stream):
+    """The same interface over a DataLoader of real images (ImageNet), resumable mid-epoch."""
+
+    def __init__(self, dataset, batch: int, seed: int, rank: int, world: int, workers: int | None):
+        self.dataset, self.batch, self.workers, self.world = dataset, batch, workers, world
+        self.sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
+        self.it = None
+
+    def restart(self) -> None:
+        self.it = None
+
+    def next(self):
+        from richreps.data.pipeline import cpu_loader, default_workers
+
+        while True:
+            if self.it is None:
+                self.dataset.epoch = self.sampler.epoch
+                # the sampler is copied into the loader's iterator, so advancing ours is safe
+                loader_sampler = ResumableSampler(
+                    self.sampler.n,
+                    self.sampler.num_replicas,
+                    self.sampler.rank,
+                    self.sampler.seed,
+                    drop_last=True,
+                )
+                loader_sampler.set_epoch(self.sampler.epoch, self.sampler.start)
+                workers = default_workers(self.world) if self.workers is None else self.workers
+                self.it = iter(
+                    cpu_loader(
+                        self.dataset, self.batch, sampler=loader_sampler, workers=workers, drop_last=True
+                    )
+                )
+            try:
+                x, y = next(self.it)
+            except StopIteration:
+                self._next_epoch()
+                continue
+            self._advance(len(y))
+            return x, y
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Augmentation seeded by (seed, epoch, index): a resumed run draws the same crops."""
+
+    def __init__(self, base, seed: int):
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        torch.manual_seed(hash((self.seed, self.epoch, i)) % (2**63))
+        return self.base[i]
+
+
+class Calibration:
+    """A fixed, shuffled sample of training images in batches; iterable any number of times.
+
+    BatchNorm statistics are recomputed from it at every export, so it must not be a
+    one-shot generator, and it must not be the first classes of a class-sorted folder.
+    """
+
+    def __init__(self, dataset, n: int, batch: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.subset = torch.utils.data.Subset(
+            SeededSamples(dataset, seed), torch.randperm(len(dataset), generator=g)[:n].tolist()
+        )
+        self.batch = batch
+
+    def __iter__(self):
+        return (x for x, _ in torch.utils.data.DataLoader(self.subset, batch_size=self.batch))
+
+    def __len__(self) -> int:
+        return -(-len(self.subset) // self.batch)
+
+
+def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
+    """Training and validation sets of a cue recipe: the mixture, or one transfer task (direct training)."""
+    from richreps.data import cues
+
+    sizes = {"train": recipe.train_size, "val": recipe.val_size}
+    if recipe.cue_task == "mixture":
+        return cues.pretrain_splits(
+            recipe.cue_weights, sizes, seed=recipe.data_seed, redundant=recipe.cue_redundant, device=device
+        )
+    # direct training draws its own data, independent of the probes' splits of the same task
+    return {
+        s: cues.sample_task(
+            recipe.cue_task,
+            n,
+            cues.split_seed(recipe.data_seed, f"direct/{recipe.cue_task}", s),
+            device=device,
+        )
+        for s, n in sizes.items()
+    }
+
+
+def make_data(
+    recipe: Recipe,
+    seed: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    micro: int,
+    workers: int | None = None,
+):
+    """(train stream, calibration batches, validation batches, number of classes)."""
+    calib_seed = seed + 7919
+    if recipe.data == "cues":
+        from richreps.data import cues
+
+        splits = cue_splits(recipe, device)
+        tr, va = splits["train"], splits["val"]
+        stream = CueStream(tr.images, tr.labels, micro, seed, rank, world)
+        g = torch.Generator().manual_seed(calib_seed)
+        calib_idx = torch.randperm(len(tr.labels), generator=g)[: recipe.bn_batches * micro].to(
+            tr.images.device
+        )
+        calib = [tr.images[calib_idx[i : i + micro]] for i in range(0, len(calib_idx), micro)]
+        val = [(va.images[i : i + 512], va.labels[i : i + 512]) for i in range(0, len(va.labels), 512)]
+        n_classes = cues.N_VALUES if recipe.cue_task == "mixture" else cues.TASKS[recipe.cue_task].n_classes
+        return stream, calib, val, n_classes
+    from richreps.data import build_dataset, pretrain_transform
+
+    common = dict(val_fraction=recipe.val_fraction, seed=0, corrupt_policy=recipe.corrupt_policy)
+    train = build_dataset(
+        "imagenet", recipe.data_root, "train", pretrain_transform(True, recipe.image_size), **common
+    )
+    held = build_dataset(
+        "imagenet", recipe.data_root, "val", pretrain_transform(False, recipe.image_size), **common
+    )
+    stream = LoaderStream(SeededSamples(train, seed), micro, seed, rank, world, workers)
+    calib = Calibration(train, recipe.bn_batches * micro, micro, calib_seed)
+    val = torch.utils.data.DataLoader(held, batch_size=256, num_workers=workers or 0)
+    return stream, calib, val, len(train.classes)

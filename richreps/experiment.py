@@ -1,0 +1,276 @@
+"""Notebook 04's experiment: representations, untrained controls, probes and direct training.
+
+    recipe, run_dir, cats = launch.read_plan(output_dir / "pretrain")      # what notebook 03 trained
+    reps = representations(cats, run_dir, recipe)                           # refuses stale members
+    reps = add_untrained_controls(reps, recipe, output_dir / "untrained")
+    rows = probe_cues(reps, recipe, tasks, sizes, grid, shots, cache)
+    rows += direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, output_dir / "direct")
+
+Every member comes from `richreps.members` with its recorded recipe; the mixture's weights are the
+members' own. Direct training is `richreps.pretrain.train` itself, with the recipe's data switched to
+the target task: the same loop, optimizer and export at the evaluation point as pretraining.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from richreps import features, members
+from richreps.config import Recipe
+from richreps.members import member_path
+from richreps.probe import fast_probe
+
+IID = "mixture (IID)"
+UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One row of Table 3's shape: a method and the member files it concatenates."""
+
+    method: str
+    n: int
+    steps_per_member: int
+    files: tuple[str, ...]
+
+    @property
+    def compute_steps(self) -> int:
+        """Training steps this representation cost: n members x steps each (the paper's compute axis)."""
+        return self.n * self.steps_per_member
+
+
+def representations(
+    cats: list[dict[int, list[tuple[int, int]]]], run_dir: str | Path, recipe: Recipe
+) -> dict[int, list[Representation]]:
+    """Per seed set: CAT1 (the baseline) and every CATn, after checking each member is current.
+
+    A member file that is missing, or that records another recipe, seed or step than the plan
+    asks for, stops here with one line naming the file and the key.
+    """
+    out = {}
+    for k, by_n in enumerate(cats):
+        out[k] = []
+        for n, ms in by_n.items():
+            for seed, step in ms:
+                path = member_path(run_dir, seed, step)
+                if not path.exists():
+                    raise FileNotFoundError(f"{path} missing: run notebook 03 first")
+                members.require(path, recipe, seed, step)
+            files = tuple(str(member_path(run_dir, s, t)) for s, t in ms)
+            out[k].append(Representation("CAT1 (baseline)" if n == 1 else f"CAT{n}", n, ms[0][1], files))
+    return out
+
+
+def calibration_images(recipe: Recipe) -> list[torch.Tensor]:
+    """Pretraining images for an untrained control's BN statistics (cues); none for ImageNet,
+    whose untrained members keep their initial statistics."""
+    if recipe.data != "cues":
+        return []
+    from richreps.data import cues
+
+    return [cues.sample_pretrain(256, recipe.cue_weights, seed=10_000 + i).images for i in range(4)]
+
+
+def save_untrained(path: str | Path, recipe: Recipe, seed: int) -> Path:
+    """An untrained member (the 'random features' control), rewritten unless current for this recipe."""
+    from richreps.models import build_model, recalibrate_bn
+
+    path = Path(path)
+    if members.is_current(path, recipe, seed, 0):
+        return path
+    torch.manual_seed(seed)
+    model = build_model(recipe.arch, 10, recipe.width)
+    calib = calibration_images(recipe)
+    if calib:
+        recalibrate_bn(model, calib)
+    return members.save(model.eval(), path, recipe, seed, 0)
+
+
+def add_untrained_controls(
+    reps: dict[int, list[Representation]], recipe: Recipe, folder: str | Path
+) -> dict[int, list[Representation]]:
+    """Append untrained CAT1 and untrained CATmax to every seed set."""
+    n_max = max(r.n for r in reps[0])
+    out = {}
+    for k, rs in reps.items():
+        seeds = [UNTRAINED_SEED + 100 * k + i for i in range(n_max)]
+        files = [str(save_untrained(Path(folder) / f"seed{s}.pt", recipe, s)) for s in seeds]
+        out[k] = [
+            *rs,
+            Representation("untrained CAT1", 1, 0, tuple(files[:1])),
+            Representation(f"untrained CAT{n_max}", n_max, 0, tuple(files)),
+        ]
+    return out
+
+
+def all_files(reps: dict[int, list[Representation]]) -> list[str]:
+    return sorted({f for rs in reps.values() for r in rs for f in r.files})
+
+
+def probe_rows(
+    reps: list[Representation],
+    feats: dict,
+    tasks: list[str],
+    grid: list[float],
+    shots: list[int],
+    replicate: int,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """Fast-probe every representation on every task, at every number of labelled examples per class."""
+    rows = []
+    for rep in reps:
+        for task in tasks:
+            sets = {
+                s: features.concat([feats[task][s][f] for f in rep.files]) for s in ("train", "val", "test")
+            }
+            for k in [*shots, 0]:
+                train = (
+                    sets["train"]
+                    if k == 0
+                    else features.subsample_per_class(sets["train"], k, seed=replicate)
+                )
+                r = fast_probe(train, sets["val"], sets["test"], grid=grid, device=device)
+                rows.append(
+                    {
+                        "replicate": replicate,
+                        "method": rep.method,
+                        "n": rep.n,
+                        "steps_per_member": rep.steps_per_member,
+                        "compute_steps": rep.compute_steps,
+                        "task": IID if task == "mixture" else task,
+                        "shots": "all" if k == 0 else k,
+                        "test_acc": r.test_acc,
+                        "val_acc": r.val_acc,
+                        "weight_decay": r.weight_decay,
+                    }
+                )
+    return rows
+
+
+def probe_cues(
+    reps: dict[int, list[Representation]],
+    recipe: Recipe,
+    tasks: list[str],
+    sizes: dict[str, int],
+    grid: list[float],
+    shots: list[int],
+    cache: str | Path,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """The pretraining mixture (IID) and the cue transfer tasks, for every seed set."""
+    tasks = ["mixture", *tasks]
+    feats = features.cue_features(all_files(reps), tasks, sizes, 0, cache, device, weights=recipe.cue_weights)
+    return [row for k, rs in reps.items() for row in probe_rows(rs, feats, tasks, grid, shots, k, device)]
+
+
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def dataset_roots(roots: dict[str, str], data_dir: str | Path) -> tuple[dict[str, str], list[str]]:
+    """Real datasets to probe: the roots given, plus CIFAR folders found in `data_dir`; and a notice
+    line for each dataset skipped."""
+    found = dict(roots)
+    for name, folder in CIFAR_FOLDERS.items():
+        if not found.get(name) and (Path(data_dir) / folder).is_dir():
+            found[name] = str(data_dir)
+    notices = [
+        f"{name}: skipped (set {name}_root"
+        + (f" or put {CIFAR_FOLDERS[name]} in data_dir" if name in CIFAR_FOLDERS else "")
+        + ")"
+        for name, root in found.items()
+        if not root
+    ]
+    return {n: r for n, r in found.items() if r}, notices
+
+
+def probe_real(
+    reps: dict[int, list[Representation]],
+    roots: dict[str, str],
+    image_size: int,
+    grid: list[float],
+    cache: str | Path,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """Every representation on every real dataset (all labelled examples)."""
+    rows = []
+    for dataset, root in roots.items():
+        feats = {dataset: features.folder_features(all_files(reps), dataset, root, image_size, cache, device)}
+        rows += [
+            row for k, rs in reps.items() for row in probe_rows(rs, feats, [dataset], grid, [], k, device)
+        ]
+    return rows
+
+
+def direct_training(
+    recipe: Recipe,
+    tasks: list[str],
+    steps: int,
+    train_size: int,
+    sizes: dict[str, int],
+    seed_sets: int,
+    folder: str | Path,
+    evaluations: int = 4,
+) -> list[dict]:
+    """Train a member from scratch on each target task with its own ample training set.
+
+    The pretraining recipe with the data switched to the task (`cue_task`), run by
+    `richreps.pretrain.train` itself. Members are exported at `evaluations` evenly spaced steps;
+    the one with the best accuracy on the probes' validation split gives the test number, on
+    the probes' test split. Finished runs whose members are current are not retrained.
+    """
+    from richreps import pretrain
+
+    if steps < 1 or recipe.data != "cues":
+        return []
+    exports = sorted({max(1, steps * (i + 1) // evaluations) for i in range(evaluations)})
+    rows = []
+    for k in range(seed_sets):
+        for task in tasks:
+            task_recipe = recipe.replace(cue_task=task, train_size=train_size, data_seed=k)
+            run_dir = Path(folder) / task_recipe.tag()
+            if not all(members.is_current(member_path(run_dir, k, s), task_recipe, k, s) for s in exports):
+                flags = [
+                    "--out",
+                    str(run_dir),
+                    "--seed",
+                    str(k),
+                    "--steps",
+                    str(steps),
+                    "--export-at",
+                    *map(str, exports),
+                ]
+                flags += [
+                    *task_recipe.flags(),
+                    "--ckpt-every",
+                    str(exports[0]),
+                    "--log-every",
+                    str(max(1, steps // 10)),
+                ]
+                pretrain.train(pretrain.parse_args(flags))
+            val = list(features.cue_batches(task, sizes["val"], "val", 0)())
+            test = list(features.cue_batches(task, sizes["test"], "test", 0)())
+            scored = []
+            for s in exports:
+                model = members.load(member_path(run_dir, k, s))
+                scored.append(
+                    (pretrain.evaluate(model, val, torch.device("cpu"), amp=False)["val_acc"], s, model)
+                )
+            val_acc, step, model = max(scored, key=lambda t: (t[0], -t[1]))
+            rows.append(
+                {
+                    "replicate": k,
+                    "method": "direct training",
+                    "n": 1,
+                    "steps_per_member": steps,
+                    "compute_steps": steps,
+                    "task": task,
+                    "shots": "all",
+                    "test_acc": pretrain.evaluate(model, test, torch.device("cpu"), amp=False)["val_acc"],
+                    "val_acc": val_acc,
+                    "step": step,
+                }
+            )
+    return rows

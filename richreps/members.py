@@ -1,0 +1,178 @@
+"""Member files: the only reader and writer of the checkpoints that CATn concatenates.
+
+    path = member_path(run_dir, seed=0, step=270)    # <run_dir>/members/seed0_step270.pt
+    save(model, path, recipe, seed=0, step=270)
+    model = load(path)                                # ours, or an AlgoPerf ResNet-50 checkpoint
+    require(path, recipe, seed=0, step=270)          # refuse a member trained with another recipe
+
+A member file records the full recipe it was trained with (`richreps.config.Recipe`), its seed
+and step, so a reader never has to be told how a member was made, and a member trained with
+other parameters than the ones asked for is refused with the differing key. Files are loaded
+with `torch.load(weights_only=True)`: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from richreps.config import Recipe
+from richreps.io import atomic_path
+from richreps.models import Member, build_model
+
+FORMAT = "richreps-member-2"
+OLD_FORMATS = ("richreps-member-1",)  # no recipe recorded: loadable for probing, never "current"
+
+
+class CheckpointError(ValueError):
+    """A member file that cannot be used; the message names the file and the key."""
+
+
+def member_path(run_dir: str | Path, seed: int, step: int) -> Path:
+    """Where a run folder keeps the member of `seed` at `step`."""
+    return Path(run_dir) / "members" / f"seed{seed}_step{step}.pt"
+
+
+def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) -> Path:
+    """Write a member atomically with the recipe, seed and step that produced it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "format": FORMAT,
+                "arch": recipe.arch,
+                "width": recipe.width,
+                "num_classes": model.fc.out_features,
+                "feature_dim": model.feature_dim,
+                "seed": seed,
+                "step": step,
+                "recipe": recipe.to_dict(),
+                "state_dict": model.state_dict(),
+            },
+            tmp,
+        )
+    return path
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - refused pickles and torn files alike
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(ckpt).__name__}")
+    return ckpt
+
+
+def record(path: str | Path) -> dict:
+    """A member file's metadata (everything but the weights)."""
+    ckpt = _read(Path(path))
+    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params")}
+
+
+def require(path: str | Path, recipe: Recipe, seed: int, step: int) -> None:
+    """Refuse, naming the key, a member that is not (recipe, seed, step)."""
+    rec = record(path)
+    if rec.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {rec.get('format')!r} records no recipe; retrain it")
+    for key, want in (("seed", seed), ("step", step)):
+        if rec.get(key) != want:
+            raise CheckpointError(f"{path}: {key} is {rec.get(key)}, expected {want}")
+    diff = recipe.differs(rec.get("recipe"))
+    if diff:
+        raise CheckpointError(f"{path}: trained with another recipe ({diff}, file vs requested)")
+
+
+def is_current(path: str | Path, recipe: Recipe, seed: int, step: int) -> bool:
+    """Does `path` hold exactly this member (a missing or stale file does not)?"""
+    try:
+        require(path, recipe, seed, step)
+    except CheckpointError:
+        return False
+    return True
+
+
+def algoperf_key(key: str) -> str | None:
+    """Map an AlgoPerf / richreps-timecat ResNet-50 key to torchvision's name (None: not backbone)."""
+    while True:
+        stripped = re.sub(r"^(_orig_mod\.|module\.)", "", key)
+        if stripped == key:
+            break
+        key = stripped
+    if key.startswith("fc."):
+        return None
+    return key.replace(".downsample.conv.", ".downsample.0.").replace(".downsample.bn.", ".downsample.1.")
+
+
+def load(path: str | Path) -> Member:
+    """A member from our own file or from an AlgoPerf-format ResNet-50 checkpoint, in eval mode."""
+    path = Path(path)
+    ckpt = _read(path)
+    if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
+        member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
+        _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k)
+    elif "model_params" in ckpt:
+        member = build_model("resnet50", 1000)
+        _load_backbone(member.net, ckpt["model_params"], path, strip=algoperf_key)
+    else:
+        raise CheckpointError(
+            f"{path}: neither a richreps member (format key) nor an AlgoPerf checkpoint (model_params key)"
+        )
+    member.source = str(path)
+    return member.eval()
+
+
+def _load_backbone(module: nn.Module, state: dict, path: Path, strip: Callable[[str], str | None]) -> None:
+    """Load every backbone tensor; the classifier (fc) is not needed for probing."""
+    mapped = {}
+    for k, v in state.items():
+        name = strip(k)
+        if name is not None:
+            mapped[name] = v
+    current = module.state_dict()
+    expected = {k for k in current if ".fc." not in f".{k}"}
+    missing = sorted(expected - set(mapped))
+    unexpected = sorted(k for k in mapped if k not in current)
+    if missing:
+        raise CheckpointError(f"{path}: missing backbone key '{missing[0]}' ({len(missing)} missing)")
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected key '{unexpected[0]}' ({len(unexpected)} unexpected)")
+    for k in expected:
+        if not isinstance(mapped[k], torch.Tensor) or mapped[k].shape != current[k].shape:
+            shape = (
+                tuple(mapped[k].shape) if isinstance(mapped[k], torch.Tensor) else type(mapped[k]).__name__
+            )
+            raise CheckpointError(f"{path}: key '{k}' has shape {shape}, expected {tuple(current[k].shape)}")
+    module.load_state_dict({**current, **{k: mapped[k] for k in expected}})
+
+
+def check_cat(members: list[Member]) -> None:
+    """All members of a CAT share the architecture and the feature width."""
+    first = members[0]
+    for m in members[1:]:
+        if type(m) is not type(first) or m.feature_dim != first.feature_dim:
+            raise CheckpointError(
+                f"{m.source}: {type(m).__name__} with {m.feature_dim} features differs from "
+                f"{first.source} ({type(first).__name__}, {first.feature_dim}) in this CAT"
+            )
+        first_keys, keys = list(first.state_dict()), list(m.state_dict())
+        if first_keys != keys:
+            diff = next(a for a, b in zip(keys + [""], first_keys + [""]) if a != b)
+            raise CheckpointError(f"{m.source}: key '{diff}' differs from {first.source}")
+
+
+def file_hash(path: str | Path) -> str:
+    """The content key of a member file: its features are cached under it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
