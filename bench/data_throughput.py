@@ -1,6 +1,6 @@
 """Images/s of decode + training augmentation for each input path, as ratios to PIL in one process.
 
-    python bench/data_throughput.py [--n 256] [--size 224] [--batch 64]
+    python -m bench.data_throughput [--n 256] [--size 224] [--batch 64]
 
 Paths: PIL in the main process (the baseline); the CPU DataLoader with workers sized from the
 core count; batched torchvision.io decode + batch-wise augmentation on the CPU; the same on CUDA

@@ -1,6 +1,6 @@
 """Training-step images/s fed by the real input pipeline vs by synthetic tensors already on the device.
 
-    python bench/pretrain_throughput.py [--arch resnet50] [--size 224] [--batch 256] [--compile]
+    python -m bench.pretrain_throughput [--arch resnet50] [--size 224] [--batch 256] [--compile]
 
 Both measurements run in this process on the same model and optimizer (schedule-free AdamW); the
 figure is their ratio (goal on one H100/H200: >= 0.95), plus the absolute rate. On CUDA the model

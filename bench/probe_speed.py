@@ -1,6 +1,6 @@
 """Fast probe vs scikit-learn's LogisticRegression and vs the reference protocol, on the same cached features.
 
-    python bench/probe_speed.py [--members A.pt B.pt ...] [--task color] [--sizes 5000 1000 2000]
+    python -m bench.probe_speed [--members A.pt B.pt ...] [--task color] [--sizes 5000 1000 2000]
 
 Without --members it uses the smoke run's CAT5 members when present, else untrained members. Figures
 are time ratios measured in this one process, and accuracy differences in points.
@@ -16,18 +16,25 @@ from pathlib import Path
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from richreps import probe
+from richreps import experiment, features, launch, members, probe
+from richreps.config import Recipe
 from richreps.data import cues
 
 
 def default_members(work: Path) -> list[Path]:
-    smoke = [Path(f"outputs/smoke/pretrain/members/seed{i}_step48.pt") for i in range(5)]  # the smoke CAT5
-    if all(p.exists() for p in smoke):
-        print("members: the smoke run's CAT5 (seeds 0-4, 48 steps each)")
-        return smoke
-    print("members: five untrained small CNNs (no smoke run found)")
-    calib = [cues.sample_pretrain(256, [1, 1, 1, 1], seed=0).images]
-    return [probe.save_untrained(work / f"untrained{i}.pt", "small_cnn", 16, i, calib) for i in range(5)]
+    """The largest CAT of the smoke run's first seed set when it exists, else five untrained members."""
+    try:
+        recipe, run_dir, cats = launch.read_plan("outputs/smoke/pretrain")
+        n = max(cats[0])
+        files = [members.member_path(run_dir, s, t) for s, t in cats[0][n]]
+        for f, (s, t) in zip(files, cats[0][n]):
+            members.require(f, recipe, s, t)
+        print(f"members: the smoke run's CAT{n} ({cats[0][n][0][1]} steps each)")
+        return files
+    except (FileNotFoundError, members.CheckpointError):
+        print("members: five untrained small CNNs (no current smoke run found)")
+        recipe = Recipe(width=16)
+        return [experiment.save_untrained(work / f"untrained{i}.pt", recipe, i) for i in range(5)]
 
 
 def timed(fn):
@@ -46,8 +53,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="richreps_probe_bench_"))
     files = [Path(p) for p in args.members] if args.members else default_members(work)
     sizes = dict(zip(("train", "val", "test"), args.sizes))
-    feats = probe.cue_features(files, [args.task], sizes, seed=0, cache_dir=work / "cache")[args.task]
-    sets = {s: probe.concat([feats[s][str(f)] for f in files]) for s in sizes}
+    feats = features.cue_features(files, [args.task], sizes, seed=0, cache_dir=work / "cache")[args.task]
+    sets = {s: features.concat([feats[s][str(f)] for f in files]) for s in sizes}
     tr, va, te = sets["train"], sets["val"], sets["test"]
     print(
         f"CAT{len(files)} on cues/{args.task}: {len(tr.labels)} train x {tr.features.shape[1]} features; "
@@ -71,7 +78,7 @@ def main() -> None:
 
     (sk_val, sk_wd, sk_test), t_sk = timed(sklearn_probe)
 
-    members = [probe.load_member(f) for f in files]
+    models = [members.load(f) for f in files]
     data = cues.sample_task(args.task, sizes["train"], cues.split_seed(0, args.task, "train"))
 
     def batches(epoch):
@@ -79,7 +86,7 @@ def main() -> None:
 
     ref, t_ref = timed(
         lambda: probe.reference_probe(
-            members, batches, va, te, probe.REFERENCE_WD["cues"], epochs=args.reference_epochs, augmented=True
+            models, batches, va, te, probe.REFERENCE_WD["cues"], epochs=args.reference_epochs, augmented=True
         )
     )
     print(f"{'probe':<42} {'seconds':>8} {'test acc':>9} {'wd':>8}")

@@ -61,7 +61,9 @@ class Recipe:
     weight_decay: float = _f(0.0812, "decoupled weight decay")
     warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)")
     label_smoothing: float = _f(0.2, "label smoothing of the training loss")
-    r_power: float = _f(0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)")
+    r_power: float = _f(
+        0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)"
+    )
     weight_lr_power: float = _f(2.0, "schedule-free weight_lr_power")
     bn_batches: int = _f(50, "training batches that recompute BN statistics at the evaluation point x")
 

@@ -50,7 +50,7 @@ def member(path: Path) -> dict:
 def test_table3_plan_costs():
     shared = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix")
     indep = budget.plan(400_000, 450_000, [2, 4, 5], "independent")
-    assert shared.total_steps == 930_000 and indep.total_steps == 1_650_000
+    assert shared.training_steps == 930_000 and indep.training_steps == 1_650_000
     assert shared.cat_compute() == {1: 450_000, 2: 400_000, 4: 400_000, 5: 400_000}
     first = shared.runs[0]
     assert (first.seed, first.steps, first.exports) == (0, 450_000, [80_000, 100_000, 200_000, 450_000])
@@ -63,7 +63,7 @@ def test_table3_plan_costs():
     ]
     with pytest.raises(ValueError, match="warmup fixed in steps"):
         budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", warmup_fraction=0.02)
-    assert budget.plan(400_000, 450_000, [2], "independent", warmup_fraction=0.02).total_steps == 850_000
+    assert budget.plan(400_000, 450_000, [2], "independent", warmup_fraction=0.02).training_steps == 850_000
 
 
 def test_budget_command_line(capsys):

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet50
 
-from richreps import probe
-from richreps.data import cues
+from richreps import experiment, features, members, probe
+from richreps.config import Recipe
 from richreps.models import Member
 
 
@@ -29,7 +29,7 @@ def algoperf_ckpt(tmp_path_factory):
 
 def test_algoperf_checkpoint_loads_exactly(algoperf_ckpt):
     path, net = algoperf_ckpt
-    member = probe.load_member(path)
+    member = members.load(path)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = torch.flatten(
@@ -44,14 +44,14 @@ def test_algoperf_checkpoint_loads_exactly(algoperf_ckpt):
 
 def test_algoperf_key_mapping():
     assert (
-        probe.algoperf_key("_orig_mod.module.layer1.0.downsample.conv.weight")
+        members.algoperf_key("_orig_mod.module.layer1.0.downsample.conv.weight")
         == "layer1.0.downsample.0.weight"
     )
     assert (
-        probe.algoperf_key("module.layer2.0.downsample.bn.running_mean")
+        members.algoperf_key("module.layer2.0.downsample.bn.running_mean")
         == "layer2.0.downsample.1.running_mean"
     )
-    assert probe.algoperf_key("_orig_mod.module.fc.weight") is None
+    assert members.algoperf_key("_orig_mod.module.fc.weight") is None
 
 
 def test_mismatched_checkpoints_name_file_and_key(tmp_path, algoperf_ckpt):
@@ -61,23 +61,22 @@ def test_mismatched_checkpoints_name_file_and_key(tmp_path, algoperf_ckpt):
     broken.pop("_orig_mod.module.layer1.0.conv1.weight")
     torch.save({"model_params": broken}, tmp_path / "missing.pt")
     with pytest.raises(
-        probe.CheckpointError, match=r"missing.pt: missing backbone key 'layer1.0.conv1.weight'"
+        members.CheckpointError, match=r"missing.pt: missing backbone key 'layer1.0.conv1.weight'"
     ):
-        probe.load_member(tmp_path / "missing.pt")
+        members.load(tmp_path / "missing.pt")
     torch.save(
         {"model_params": {**state, "_orig_mod.module.layer5.weight": torch.zeros(1)}}, tmp_path / "extra.pt"
     )
-    with pytest.raises(probe.CheckpointError, match=r"extra.pt: unexpected key 'layer5.weight'"):
-        probe.load_member(tmp_path / "extra.pt")
+    with pytest.raises(members.CheckpointError, match=r"extra.pt: unexpected key 'layer5.weight'"):
+        members.load(tmp_path / "extra.pt")
     torch.save({"weights": {}}, tmp_path / "other.pt")
-    with pytest.raises(probe.CheckpointError, match="other.pt: neither"):
-        probe.load_member(tmp_path / "other.pt")
+    with pytest.raises(members.CheckpointError, match="other.pt: neither"):
+        members.load(tmp_path / "other.pt")
 
 
 def members_files(tmp_path, widths=(8, 8)):
-    calib = [cues.sample_pretrain(64, [1, 1, 1, 1], seed=0).images]
     return [
-        probe.save_untrained(tmp_path / f"m{i}_w{w}.pt", "small_cnn", w, i, calib)
+        experiment.save_untrained(tmp_path / f"m{i}_w{w}.pt", Recipe(width=w), i)
         for i, w in enumerate(widths)
     ]
 
@@ -86,12 +85,12 @@ def test_own_members_and_cat_width_mismatch(tmp_path):
     a, b = members_files(tmp_path, (8, 8))
     (tmp_path / "c").mkdir()
     c = members_files(tmp_path / "c", (16,))[0]
-    ms = [probe.load_member(p) for p in (a, b)]
-    probe.check_cat(ms)
+    ms = [members.load(p) for p in (a, b)]
+    members.check_cat(ms)
     with pytest.raises(
-        probe.CheckpointError, match=r"m0_w16.pt: SmallCNN with 128 features differs from .*m0_w8.pt"
+        members.CheckpointError, match=r"m0_w16.pt: SmallCNN with 128 features differs from .*m0_w8.pt"
     ):
-        probe.check_cat([*ms, probe.load_member(c)])
+        members.check_cat([*ms, members.load(c)])
 
 
 class Counting(Member):
@@ -114,7 +113,7 @@ def test_feature_cache_hit_miss_and_resume(tmp_path):
     def batches():
         return ((data[i : i + 10], labels[i : i + 10]) for i in range(0, 100, 10))
 
-    ref = probe.extract({"a": Counting(4)}, batches, "toy/train", tmp_path / "ref", chunk_batches=2)["a"]
+    ref = features.extract({"a": Counting(4)}, batches, "toy/train", tmp_path / "ref", chunk_batches=2)["a"]
 
     def dies_after_5():
         for i, b in enumerate(batches()):
@@ -124,16 +123,16 @@ def test_feature_cache_hit_miss_and_resume(tmp_path):
 
     m = Counting(4)
     with pytest.raises(KeyboardInterrupt):
-        probe.extract({"a": m}, dies_after_5, "toy/train", tmp_path / "c", chunk_batches=2)
+        features.extract({"a": m}, dies_after_5, "toy/train", tmp_path / "c", chunk_batches=2)
     m2 = Counting(4)
-    resumed = probe.extract({"a": m2}, batches, "toy/train", tmp_path / "c", chunk_batches=2)["a"]
+    resumed = features.extract({"a": m2}, batches, "toy/train", tmp_path / "c", chunk_batches=2)["a"]
     assert m2.seen == 60  # two chunks (40 images) were on disk
     assert torch.equal(resumed.features, ref.features) and torch.equal(resumed.labels, labels)
     assert resumed.features.dtype == torch.float16
     m3 = Counting(4)
-    hit = probe.extract({"a": m3, "b": Counting(4)}, batches, "toy/train", tmp_path / "c")
+    hit = features.extract({"a": m3, "b": Counting(4)}, batches, "toy/train", tmp_path / "c")
     assert m3.seen == 0 and torch.equal(hit["a"].features, ref.features)  # hit: no network run for "a"
-    assert torch.equal(probe.concat([hit["a"], hit["b"]]).features, torch.cat([ref.features] * 2, 1))
+    assert torch.equal(features.concat([hit["a"], hit["b"]]).features, torch.cat([ref.features] * 2, 1))
 
 
 def blobs(n, seed, noise_rate=0.0, d=20, k=4):
@@ -144,7 +143,7 @@ def blobs(n, seed, noise_rate=0.0, d=20, k=4):
     if noise_rate:
         flip = torch.arange(n) < int(noise_rate * n)
         y = torch.where(flip, (y + 1) % k, y)
-    return probe.FeatureSet(x.half(), y)
+    return features.FeatureSet(x.half(), y)
 
 
 def test_fast_probe_known_accuracy():
@@ -184,33 +183,8 @@ def test_reference_probe_on_a_separable_problem():
 
 
 def test_subsample_per_class():
-    fs = probe.subsample_per_class(blobs(400, 0), 10)
+    fs = features.subsample_per_class(blobs(400, 0), 10)
     assert torch.bincount(fs.labels).tolist() == [10] * 4
-
-
-def test_command_line_on_cues(tmp_path, capsys):
-    a, b = members_files(tmp_path)
-    code = probe.main(
-        [
-            "--members",
-            str(a),
-            str(b),
-            "--dataset",
-            "cues",
-            "--task",
-            "color",
-            "--sizes",
-            "200",
-            "100",
-            "200",
-            "--cache",
-            str(tmp_path / "cache"),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0 and "CAT2 cues/color [fast]: test accuracy" in out and "weight decay" in out
-    assert probe.main(["--members", str(tmp_path / "nope.pt"), "--dataset", "cues"]) == 2
-    assert "nope.pt: checkpoint not found" in capsys.readouterr().err
 
 
 def test_real_dataset_path_on_generated_cifar(tmp_path):
@@ -222,10 +196,10 @@ def test_real_dataset_path_on_generated_cifar(tmp_path):
 
     write_cifar(tmp_path, "cifar10", n_train=200, n_test=50)
     a, b = members_files(tmp_path)
-    feats = probe.folder_features(
+    feats = features.folder_features(
         [a, b], "cifar10", tmp_path, image_size=32, cache_dir=tmp_path / "cache", workers=0
     )
-    sets = {s: probe.concat([feats[s][str(a)], feats[s][str(b)]]) for s in ("train", "val", "test")}
+    sets = {s: features.concat([feats[s][str(a)], feats[s][str(b)]]) for s in ("train", "val", "test")}
     assert sets["train"].features.shape == (190, 128) and len(sets["test"].labels) == 50
     r = probe.fast_probe(sets["train"], sets["val"], sets["test"])
     assert 0.0 <= r.test_acc <= 1.0 and r.weight_decay in probe.FAST_WD

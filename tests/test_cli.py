@@ -1,0 +1,145 @@
+"""Every command line of the README and the docstrings, run as a subprocess the way a user types it."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from richreps import experiment
+from richreps.config import Recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data import write_cifar  # noqa: E402
+
+PY = sys.executable
+MODULES = [
+    "richreps.run",
+    "richreps.data",
+    "richreps.budget",
+    "richreps.pretrain",
+    "richreps.probe",
+    "bench.data_throughput",
+    "bench.pretrain_throughput",
+    "bench.probe_speed",
+]
+
+
+def sh(cmd: str | list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a command line as typed (a string is split like a shell would), `python` being this venv's."""
+    args = shlex.split(cmd) if isinstance(cmd, str) else cmd
+    args = [PY if a == "python" else a for a in args]
+    if args[0] in ("torchrun", "papermill"):  # the venv's own, whatever PATH holds
+        args = [PY, "-m", {"torchrun": "torch.distributed.run", "papermill": "papermill"}[args[0]], *args[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def documented_modules() -> set[str]:
+    """Every `python -m X` / `torchrun ... -m X` in the README and in docstrings of the package and benches."""
+    texts = [(ROOT / "README.md").read_text()]
+    texts += [p.read_text() for p in [*(ROOT / "richreps").rglob("*.py"), *(ROOT / "bench").glob("*.py")]]
+    found = set()
+    for text in texts:
+        found |= set(re.findall(r"python -m ((?:richreps|bench)[\w.]*)", text))
+        found |= set(re.findall(r"torchrun [^\n]*?-m ((?:richreps|bench)[\w.]*)", text))
+    return found
+
+
+def test_every_documented_command_is_one_this_file_runs():
+    assert documented_modules() <= set(MODULES), documented_modules() - set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_works(module):
+    out = sh(f"python -m {module} --help", timeout=120)
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-1500:]
+
+
+@pytest.fixture(scope="module")
+def two_members(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("members")
+    return [str(experiment.save_untrained(folder / f"m{i}.pt", Recipe(width=8), i)) for i in range(2)]
+
+
+def test_probe_on_a_cifar_folder_as_the_readme_shows(tmp_path, two_members):
+    write_cifar(tmp_path, "cifar10", n_train=200, n_test=50)
+    a, b = two_members
+    out = sh(
+        f"python -m richreps.probe --members {a} {b} --dataset cifar10 --root {tmp_path} --image-size 32 "
+        f"--cache {tmp_path / 'cache'} --workers 0"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CAT2 cifar10 [fast]: test accuracy" in out.stdout
+
+
+def test_probe_on_cues_and_its_errors(tmp_path, two_members):
+    a, b = two_members
+    common = f"--dataset cues --sizes 200 100 200 --cache {tmp_path / 'cache'}"
+    out = sh(f"python -m richreps.probe --members {a} {b} --task color {common}")
+    assert out.returncode == 0 and "CAT2 cues/color [fast]: test accuracy" in out.stdout, out.stderr[-2000:]
+    out = sh(f"python -m richreps.probe --members {a} --task mixture {common}")
+    assert out.returncode == 0 and "CAT1 cues/mixture [fast]" in out.stdout, out.stderr[-2000:]
+    out = sh(f"python -m richreps.probe --members {tmp_path / 'nope.pt'} {common}")
+    assert out.returncode == 2 and "nope.pt: checkpoint not found" in out.stderr
+    out = sh(f"python -m richreps.probe --members {a} --dataset cifar10")
+    assert out.returncode == 2 and "--root is required" in out.stderr
+
+
+def test_budget_as_the_readme_shows():
+    out = sh("python -m richreps.budget --total 400000 --baseline 450000 --cat 2 4 5 --mode shared-prefix")
+    assert (
+        out.returncode == 0 and "shared-prefix: 930000" in out.stdout and "independent: 1650000" in out.stdout
+    )
+
+
+def test_data_check_on_cues():
+    out = sh("python -m richreps.data check --dataset cues")
+    assert out.returncode == 0 and "task shape_parity" in out.stdout, out.stderr[-1500:]
+
+
+def test_pretrain_docstring_command_with_torchrun(tmp_path):
+    import richreps.pretrain
+
+    line = " ".join(richreps.pretrain.__doc__.split("\n\n")[1].replace("\\\n", " ").split())
+    assert line.startswith("torchrun --standalone --nproc_per_node 2 -m richreps.pretrain")
+    out = sh(line, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "runs" / "demo" / "members").iterdir()) == [
+        "seed0_step10.pt",
+        "seed0_step20.pt",
+    ]
+
+
+def test_benchmarks_run_at_tiny_size(tmp_path):
+    out = sh(
+        f"python -m bench.data_throughput --n 16 --size 64 --batch 8 --seconds 0.2 --workdir {tmp_path / 'd'}"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = sh(
+        f"python -m bench.pretrain_throughput --arch small_cnn --size 32 --batch 8 --n 16 --seconds 0.5 "
+        f"--workdir {tmp_path / 'p'}"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = sh("python -m bench.probe_speed --sizes 200 100 200 --reference-epochs 1", cwd=tmp_path)
+    assert out.returncode == 0 and "speed-up vs scikit-learn" in out.stdout, out.stderr[-2000:]
+
+
+def test_papermill_from_the_repository_root_writes_inside_it():
+    target, book = ROOT / "outputs" / "papermill-test", ROOT / "outputs" / "02_papermill-test.ipynb"
+    out = sh(
+        f"papermill notebooks/02_literature_evidence.ipynb outputs/{book.name} -f params/smoke.yaml "
+        "-p output_dir outputs/papermill-test"
+    )
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (target / "tables" / "02_claims.csv").exists() and book.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+        book.unlink(missing_ok=True)
