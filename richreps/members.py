@@ -118,7 +118,7 @@ def load(path: str | Path) -> Member:
     ckpt = _read(path)
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
         member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
-        _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k)
+        _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)
     elif "model_params" in ckpt:
         member = build_model("resnet50", 1000)
         _load_backbone(member.net, ckpt["model_params"], path, strip=algoperf_key)
@@ -130,15 +130,18 @@ def load(path: str | Path) -> Member:
     return member.eval()
 
 
-def _load_backbone(module: nn.Module, state: dict, path: Path, strip: Callable[[str], str | None]) -> None:
-    """Load every backbone tensor; the classifier (fc) is not needed for probing."""
+def _load_backbone(
+    module: nn.Module, state: dict, path: Path, strip: Callable[[str], str | None], head: bool = False
+) -> None:
+    """Load every backbone tensor, and the classifier (fc) when `head`: our members carry theirs (direct
+    training is evaluated with it); an AlgoPerf checkpoint's ImageNet head is not needed for probing."""
     mapped = {}
     for k, v in state.items():
         name = strip(k)
         if name is not None:
             mapped[name] = v
     current = module.state_dict()
-    expected = {k for k in current if ".fc." not in f".{k}"}
+    expected = {k for k in current if head or ".fc." not in f".{k}"}
     missing = sorted(expected - set(mapped))
     unexpected = sorted(k for k in mapped if k not in current)
     if missing:

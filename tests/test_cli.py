@@ -143,3 +143,29 @@ def test_papermill_from_the_repository_root_writes_inside_it():
 
         shutil.rmtree(target, ignore_errors=True)
         book.unlink(missing_ok=True)
+
+
+def readme_block(heading: str) -> list[str]:
+    """The command lines of the first ```bash block after `heading` in the README (continuations joined)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(heading) :].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [ln.split("  #")[0].strip() for ln in block.replace("\\\n", " ").splitlines() if ln.strip()]
+
+
+def test_the_readme_command_lines_run_as_written_in_an_empty_folder(tmp_path):
+    lines = readme_block("## Command lines")
+    assert len(lines) == 4
+    for line in lines:
+        out = sh(line, cwd=tmp_path)
+        assert out.returncode == 0, f"{line}\n{out.stderr[-2000:]}"
+    assert "CAT2 cues/color [fast]: test accuracy" in out.stdout
+
+
+def test_the_readme_runner_line_runs_as_written(tmp_path):
+    line = readme_block("## Running")[0]
+    assert line.startswith(".venv/bin/python -m richreps.run params/smoke.yaml --only 01")
+    out = sh(line.replace(".venv/bin/python", "python") + f" --outputs {tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "smoke" / "report.md").exists() and (
+        tmp_path / "smoke" / "tables" / "01_sweep.csv"
+    ).exists()

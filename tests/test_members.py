@@ -134,3 +134,14 @@ def test_report_needs_no_torch():
 
     code = "import sys, richreps.report, richreps.aggregate; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_our_members_load_with_their_classifier(tmp_path):
+    torch.manual_seed(0)
+    from richreps.models import build_model
+
+    model = build_model("small_cnn", 2, 8).eval()
+    members.save(model, tmp_path / "d.pt", TINY, 0, 5)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(members.load(tmp_path / "d.pt")(x), model(x))  # head included, not re-initialised
