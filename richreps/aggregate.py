@@ -130,7 +130,7 @@ def measured_lines(long: pd.DataFrame) -> list[str]:
     for task, r in s.iterrows():
         text = (
             f"- **{task}**: {cat} is {'higher' if r['gain_mean'] > 0 else 'lower'} than CAT1 by "
-            f"{abs(r['gain_mean']):.1f} points (better in {r['sets_positive']} of {r['sets']} seed sets)"
+            f"{abs(r['gain_mean']):.1f} points (better in {int(r['sets_positive'])} of {int(r['sets'])} seed sets)"
         )
         if pd.notna(r[untrained]):
             text += f"; untrained {cat}: {r[untrained]:.1f} %"
