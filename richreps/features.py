@@ -12,6 +12,7 @@ so a killed extraction resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,27 @@ from richreps import members as member_files
 from richreps.io import atomic_path
 from richreps.models import Member
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class FeatureSet:
     features: torch.Tensor  # (N, D) float16
     labels: torch.Tensor  # (N,) int64
+
+
+def _load(path: Path) -> dict | None:
+    """A cache file's tensors, or None when it is torn, corrupt or not plain data (then it is recomputed)."""
+    try:
+        data = torch.load(path, weights_only=True)
+        if isinstance(data, dict) and "labels" in data and "features" in data:
+            return data
+        reason = "unexpected content"
+    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
+        reason = type(e).__name__
+    log.warning("feature cache: %s is unreadable (%s); recomputing it", path, reason)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def cache_path(cache_dir: str | Path, member_key: str, data_key: str) -> Path:
@@ -53,8 +70,9 @@ def extract(
     out, todo = {}, {}
     for key, m in members.items():
         path = cache_path(cache_dir, key, data_key)
-        if path.exists():
-            out[key] = FeatureSet(**torch.load(path, weights_only=True))
+        cached = _load(path) if path.exists() else None
+        if cached is not None:
+            out[key] = FeatureSet(cached["features"], cached["labels"])
         else:
             todo[key] = m.to(device).eval()
     if not todo:
@@ -65,22 +83,32 @@ def extract(
         / hashlib.sha256(("|".join(sorted(todo)) + data_key).encode()).hexdigest()[:16]
     )
     part_dir.mkdir(parents=True, exist_ok=True)
-    done = sorted(part_dir.glob("part*.pt"))
-    start = len(done) * chunk_batches
+    parts: list[dict] = []
+    for p in sorted(
+        part_dir.glob("part*.pt")
+    ):  # keep the readable prefix; a bad chunk and those after it rerun
+        part = _load(p) if len(parts) == int(p.stem[4:]) else None
+        if part is None or set(part["features"]) != set(todo):
+            for later in sorted(part_dir.glob("part*.pt")):
+                if int(later.stem[4:]) >= len(parts):
+                    later.unlink()
+            break
+        parts.append(part)
+    start = len(parts) * chunk_batches
     feats: dict[str, list[torch.Tensor]] = {k: [] for k in todo}
     labels: list[torch.Tensor] = []
     amp = device.type == "cuda"
 
     def flush(index: int) -> None:
+        part = {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}
         with atomic_path(part_dir / f"part{index:06d}.pt") as tmp:
-            torch.save(
-                {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}, tmp
-            )
+            torch.save(part, tmp)
+        parts.append(part)
         for v in feats.values():
             v.clear()
         labels.clear()
 
-    chunk = len(done)
+    chunk = len(parts)
     for b, (x, y) in enumerate(tqdm(batches(), desc=desc, unit="batch", leave=False)):
         if b < start:
             continue  # already in a part file
@@ -94,7 +122,6 @@ def extract(
             chunk += 1
     if labels:
         flush(chunk)
-    parts = [torch.load(p, weights_only=True) for p in sorted(part_dir.glob("part*.pt"))]
     all_labels = torch.cat([p["labels"] for p in parts])
     for k in todo:
         fs = FeatureSet(torch.cat([p["features"][k] for p in parts]), all_labels)

@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ckpt-minutes", type=float, default=30.0, help="also checkpoint after this many minutes"
     )
     run.add_argument("--resume", choices=("auto", "none"), default="auto")
+    run.add_argument(
+        "--overwrite", action="store_true", help="with --resume none: move an earlier run of this seed aside"
+    )
     run.add_argument("--log-every", type=int, default=10)
     run.add_argument("--workers", type=int, default=None, help="imagenet: loader workers per process")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
@@ -94,6 +97,10 @@ def validate(args: argparse.Namespace) -> None:
         if args.cue_task != "mixture" and args.cue_task not in cues.TASKS:
             raise SystemExit(
                 f"error: --cue-task {args.cue_task!r} is neither 'mixture' nor one of {sorted(cues.TASKS)}"
+            )
+        if args.train_size < args.global_batch:
+            raise SystemExit(
+                f"error: --train-size {args.train_size} is smaller than one batch (--global-batch {args.global_batch})"
             )
         try:
             cues.check_weights(args.cue_weights)
@@ -235,6 +242,44 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def seed_files(out: Path, seed: int) -> list[Path]:
+    """Everything a run of `seed` wrote in `out`: checkpoints, metrics, members, final state, failure marker."""
+    candidates = [
+        out / "ckpt" / f"seed{seed}",
+        out / "metrics" / f"seed{seed}.jsonl",
+        out / "final" / f"seed{seed}.pt",
+        out / f"FAILED_seed{seed}.json",
+        *sorted((out / "members").glob(f"seed{seed}_step*.pt")),
+    ]
+    return [p for p in candidates if p.exists()]
+
+
+def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int) -> None:
+    """`--resume none`: refuse to mix with an earlier run of this seed, or move it aside (never delete)."""
+    earlier = seed_files(out, seed)
+    if earlier and not overwrite:
+        raise SystemExit(
+            f"error: {out} already holds a run of seed {seed} ({earlier[0]}); "
+            "use a new --out, or --overwrite to move it aside"
+        )
+    if earlier and master:
+        aside = out / "replaced" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+        for p in earlier:
+            dest = aside / p.relative_to(out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            p.rename(dest)
+        print(f"[pretrain] moved the earlier run of seed {seed} aside to {aside}", file=sys.stderr)
+    if world > 1:
+        dist.barrier()
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -246,6 +291,8 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     ckpt_dir, metrics_dir = out / "ckpt" / f"seed{args.seed}", out / "metrics"
     failed = out / f"FAILED_seed{args.seed}.json"
+    if args.resume == "none":
+        fresh_start(out, args.seed, args.overwrite, master, world)
     if failed.exists():  # a non-finite loss is deterministic: a restart would only hit it again
         raise NonFiniteLoss(failed.read_text().strip())
     per_rank = recipe.global_batch // world
@@ -296,11 +343,8 @@ def train(args: argparse.Namespace) -> dict:
     metrics_path = metrics_dir / f"seed{args.seed}.jsonl"
     if master:
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        kept = [
-            ln
-            for ln in (metrics_path.read_text().splitlines() if metrics_path.exists() else [])
-            if json.loads(ln)["step"] <= step
-        ]
+        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+        kept = [ln for ln in lines if (t := _logged_step(ln)) is not None and t <= step]  # torn lines dropped
         with atomic_path(metrics_path) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in kept))
     log = metrics_path.open("a") if master else None

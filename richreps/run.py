@@ -66,15 +66,68 @@ def type_ok(value, type_name: str) -> bool:
     return True
 
 
+def rules_of(spec: dict) -> list[str]:
+    """The value rules declared at the start of a parameter's comment, e.g. `# {non-empty; min 1} ...`:
+    `min X` (each value >= X), `positive` (> 0), `in: a, b` (each value one of these), `len N`, `non-empty`."""
+    m = re.match(r"\s*\{([^}]*)\}", spec.get("help") or "")
+    return [r.strip() for r in m.group(1).split(";")] if m else []
+
+
+def check_rules(key: str, value, rules: list[str]) -> str | None:
+    """Why `value` breaks one of `rules`, or None."""
+    items = value if isinstance(value, list) else [value]
+    for rule in rules:
+        if rule == "non-empty" and not items:
+            return "must not be empty"
+        if rule.startswith("len ") and len(items) != int(rule[4:]):
+            return f"must have {rule[4:]} values, got {len(items)}"
+        if rule.startswith("min ") and any(v < float(rule[4:]) for v in items):
+            return f"must be >= {rule[4:]}, got {value!r}"
+        if rule == "positive" and any(not v > 0 for v in items):
+            return f"must be > 0, got {value!r}"
+        if rule.startswith("in:"):
+            choices = [c.strip() for c in rule[3:].split(",")]
+            bad = [v for v in items if v not in choices]
+            if bad:
+                return f"must be one of {choices}, got {bad[0]!r}"
+    return None
+
+
+def cross_key_errors(values: dict) -> list[str]:
+    """Rules between keys, on the values a run will use (params over notebook defaults)."""
+    errors = []
+    if "seeds" in values and values.get("cat_sizes") and len(values["seeds"]) < max(values["cat_sizes"]):
+        errors.append(
+            f"key 'seeds' lists {len(values['seeds'])} seeds; CAT{max(values['cat_sizes'])} "
+            f"(key 'cat_sizes') needs {max(values['cat_sizes'])}"
+        )
+    if {"global_batch", "nproc", "nodes"} <= set(values) and values["global_batch"] % (
+        values["nproc"] * values["nodes"]
+    ):
+        errors.append(
+            f"key 'global_batch' {values['global_batch']} does not split into nproc x nodes = "
+            f"{values['nproc'] * values['nodes']} processes"
+        )
+    if (
+        "cue_weights" in values
+        and values.get("pretrain_data", "cues") == "cues"
+        and not sum(values["cue_weights"]) > 0
+    ):
+        errors.append("key 'cue_weights' must have a positive sum")
+    return errors
+
+
 def load_params(path: str | Path) -> dict:
-    """Read a params YAML file; it must be a mapping of names to values."""
+    """Read a params YAML file; it must be a non-empty mapping of names to values."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if params is None:
+        raise ParamsError(f"{path}: empty; a params file must set at least one key (see params/smoke.yaml)")
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter names to values")
     return params
@@ -96,12 +149,19 @@ def validate(params: dict, declared: dict[Path, dict[str, dict]], source: str) -
                     f"{source}: key '{key}' must be {type_name} (as in {nb_name}), "
                     f"got {type(value).__name__} {value!r}"
                 )
+            why = check_rules(key, value, rules_of(spec))
+            if why:
+                raise ParamsError(f"{source}: key '{key}' {why} (as declared in {nb_name})")
         if key.endswith(PATH_SUFFIXES) and value:
             path = Path(value).expanduser().resolve()
             if not path.exists():
                 raise ParamsError(f"{source}: key '{key}': path does not exist: {path}")
             value = str(path)
         checked[key] = value
+    for nb, spec in declared.items():
+        errors = cross_key_errors({**defaults(spec), **{k: v for k, v in checked.items() if k in spec}})
+        if errors:
+            raise ParamsError(f"{source}: {errors[0]} (for {nb.name})")
     return checked
 
 

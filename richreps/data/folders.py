@@ -150,13 +150,36 @@ CIFAR = {
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (the 'python version')"
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Only what the official CIFAR pickles contain: numpy arrays, dtypes and scalars (and, in
+    protocol-2 files written by Python 3, `_codecs.encode` for bytes). Any other global, the way a
+    crafted pickle runs code, is refused before it is looked up."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a CIFAR file")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     """The official files are Python 2 pickles; keys come back as bytes, so decode them."""
     with path.open("rb") as f:
         try:
-            raw = pickle.load(f, encoding="bytes")
+            raw = _CifarUnpickler(f, encoding="bytes").load()
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
             raise DatasetError(f"{path}: not a CIFAR python pickle ({e})") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path}: not a CIFAR python pickle (a {type(raw).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
@@ -202,7 +225,10 @@ def cifar_arrays(name: str, root: str | Path) -> tuple[list[str], dict[str, tupl
 def scan_images(
     samples: list[tuple[str, int]], policy: str, desc: str = "checking images"
 ) -> tuple[list, list[str]]:
-    """Open every file's header; return (readable samples, unreadable paths).
+    """Decode every file fully, as training will; return (readable samples, unreadable paths).
+
+    `Image.verify()` alone reads only the header and passes truncated JPEGs, which then stop a
+    run mid-epoch, so each image is decoded to RGB exactly as `load_rgb` does.
 
     Under `error` the first unreadable file raises with its path; under `skip` it is left
     out, counted and logged, so a run never trains on fewer images without saying so.
@@ -212,8 +238,7 @@ def scan_images(
     good, bad = [], []
     for path, label in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
         try:
-            with Image.open(path) as im:
-                im.verify()
+            load_rgb(path)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
             if policy == "error":
                 raise CorruptImageError(

@@ -1,0 +1,230 @@
+"""Fault injection: untrusted files are data, bad values fail before compute, damaged state is recovered."""
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from richreps import features, members, pretrain
+from richreps.data import CorruptImageError, DatasetError, build_dataset, scan_images
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data import write_cifar  # noqa: E402
+from test_pretrain import SMALL, args_for  # noqa: E402
+
+
+class Evil:
+    """A pickle that runs a shell command when loaded: what a crafted checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+# ---------------------------------------------------------------- untrusted files are data
+
+
+def test_a_crafted_algoperf_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"model_params": {"conv1.weight": Evil(marker)}}, tmp_path / "algoperf.pt")
+    with pytest.raises(members.CheckpointError, match="algoperf.pt: not a loadable checkpoint"):
+        members.load(tmp_path / "algoperf.pt")
+    assert not marker.exists()
+
+
+def test_a_planted_resume_checkpoint_is_skipped_and_never_runs(tmp_path, capfd):
+    marker = tmp_path / "pwned"
+    ckpts = tmp_path / "ckpt" / "seed0"
+    ckpts.mkdir(parents=True)
+    torch.save({"model": Evil(marker), "step": 2}, ckpts / "step000000002.pt")
+    pretrain.train(args_for(tmp_path, 3))
+    assert not marker.exists()
+    assert "skipping unreadable checkpoint" in capfd.readouterr().err
+    assert (tmp_path / "members" / "seed0_step3.pt").exists()
+
+
+def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10", n_train=50, n_test=10)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil(marker), b"labels": [0]}, protocol=2))
+    with pytest.raises(
+        DatasetError, match=r"data_batch_3: not a CIFAR python pickle \(global 'posix.system'"
+    ):
+        build_dataset("cifar10", tmp_path, "train")
+    assert not marker.exists()
+
+
+def test_real_cifar_pickles_still_load(tmp_path):
+    write_cifar(tmp_path, "cifar100", n_train=100, n_test=20, classes=20)
+    assert len(build_dataset("cifar100", tmp_path, "test")) == 20
+
+
+# ---------------------------------------------------------------- damaged state is recovered
+
+
+def toy_batches():
+    data, labels = torch.randn(100, 4), torch.arange(100) % 3
+    return lambda: ((data[i : i + 10], labels[i : i + 10]) for i in range(0, 100, 10))
+
+
+class Identity(torch.nn.Module):
+    feature_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+
+    def features(self, x):
+        self.seen += len(x)
+        return x
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "malicious"])
+def test_a_damaged_cache_file_is_recomputed(tmp_path, damage):
+    batches = toy_batches()
+    ref = features.extract({"a": Identity()}, batches, "toy", tmp_path)["a"]
+    path = features.cache_path(tmp_path, "a", "toy")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "zeroed":
+        path.write_bytes(bytes(len(path.read_bytes())))
+    else:
+        torch.save({"features": Evil(tmp_path / "pwned"), "labels": 0}, path)
+    again = Identity()
+    got = features.extract({"a": again}, batches, "toy", tmp_path)["a"]
+    assert again.seen == 100 and torch.equal(got.features, ref.features)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_truncated_partial_chunk_is_recomputed_from_there(tmp_path):
+    batches = toy_batches()
+
+    def dies_after_7():
+        for i, b in enumerate(batches()):
+            if i == 7:
+                raise KeyboardInterrupt
+            yield b
+
+    with pytest.raises(KeyboardInterrupt):
+        features.extract({"a": Identity()}, dies_after_7, "toy", tmp_path / "c", chunk_batches=2)
+    parts = sorted((tmp_path / "c" / "partial").rglob("part*.pt"))
+    assert len(parts) == 3
+    parts[1].write_bytes(parts[1].read_bytes()[:50])  # the second chunk is torn
+    m = Identity()
+    got = features.extract({"a": m}, batches, "toy", tmp_path / "c", chunk_batches=2)["a"]
+    assert m.seen == 80  # chunk 0 (20 images) kept; chunks 1 and 2 and the rest recomputed
+    ref = features.extract({"a": Identity()}, batches, "toy", tmp_path / "ref")["a"]
+    assert torch.equal(got.features, ref.features)
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path):
+    pretrain.train(args_for(tmp_path, 4, "--ckpt-every", "2"))
+    metrics = tmp_path / "metrics" / "seed0.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 5, "lo')  # killed mid-write
+    pretrain.train(args_for(tmp_path, 6, "--ckpt-every", "2"))
+    steps = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 6
+
+
+def test_resume_none_refuses_an_existing_run_and_overwrite_moves_it_aside(tmp_path):
+    pretrain.train(args_for(tmp_path, 2))
+    with pytest.raises(SystemExit, match="already holds a run of seed 0 .*use a new --out, or --overwrite"):
+        pretrain.train(args_for(tmp_path, 2, "--resume", "none"))
+    old = members.member_path(tmp_path, 0, 2).read_bytes()
+    pretrain.train(args_for(tmp_path, 2, "--resume", "none", "--overwrite"))
+    (aside,) = list((tmp_path / "replaced").iterdir())
+    assert (aside / "members" / "seed0_step2.pt").read_bytes() == old  # kept, never deleted
+    assert members.member_path(tmp_path, 0, 2).exists()
+
+
+def test_a_truncated_jpeg_is_caught_by_the_scan(tmp_path):
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good, quality=95)
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    samples = [(str(good), 0), (str(bad), 1)]
+    with pytest.raises(CorruptImageError, match="bad.jpg: unreadable image"):
+        scan_images(samples, "error")
+    kept, skipped = scan_images(samples, "skip")
+    assert kept == [(str(good), 0)] and skipped == [str(bad)]
+
+
+# ---------------------------------------------------------------- bad values fail before compute
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--bn-batches", "0"], "--bn-batches must be >= 1"),
+        (["--global-batch", "0"], "--global-batch must be >= 1"),
+        (["--ckpt-every", "0"], "--ckpt-every must be >= 1"),
+        (["--log-every", "0"], "--log-every must be >= 1"),
+        (["--train-size", "16"], "--train-size 16 is smaller than one batch"),
+        (["--warmup-steps", "-1"], "--warmup-steps must be >= 0"),
+        (["--cue-weights", "0", "0", "0", "0"], "--cue-weights"),
+        (["--cue-weights", "1", "-1", "1", "1"], "--cue-weights"),
+        (["--cue-task", "bogus"], "--cue-task 'bogus'"),
+    ],
+)
+def test_bad_pretrain_flags_fail_in_one_line_before_training(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        pretrain.parse_args(["--out", str(tmp_path), "--steps", "4", *SMALL, *flags])
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- params: every value checked before any notebook
+
+
+@pytest.fixture(scope="module")
+def declared():
+    from richreps import run
+
+    root = Path(__file__).resolve().parent.parent
+    return {nb: run.declared_parameters(nb) for nb in run.notebooks_in(root / "notebooks")}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"total_steps": -5}, "key 'total_steps' must be >= 1"),
+        ({"cat_sizes": [0]}, "key 'cat_sizes' must be >= 2"),
+        ({"cat_sizes": [1]}, "key 'cat_sizes' must be >= 2"),
+        ({"cat_sizes": []}, "key 'cat_sizes' must not be empty"),
+        ({"seeds": [0, 1]}, "key 'seeds' lists 2 seeds; CAT5 .key 'cat_sizes'. needs 5"),
+        ({"plan_mode": "bogus"}, "key 'plan_mode' must be one of .*'bogus'"),
+        ({"global_batch": 63}, "key 'global_batch' 63 does not split into nproc x nodes = 2"),
+        ({"seed_sets": 0}, "key 'seed_sets' must be >= 1"),
+        ({"cue_weights": [0, 0, 0, 0]}, "key 'cue_weights' must have a positive sum"),
+        ({"cue_weights": [1, -1, 1, 1]}, "key 'cue_weights' must be >= 0"),
+        ({"cue_weights": [1, 1, 1]}, "key 'cue_weights' must have 4 values"),
+        ({"probe_sizes": [0, 0, 0]}, "key 'probe_sizes' must be >= 1"),
+        ({"probe_grid": []}, "key 'probe_grid' must not be empty"),
+        ({"probe_tasks": ["colour"]}, "key 'probe_tasks' must be one of .*'colour'"),
+        ({"launch": "bogus"}, "key 'launch' must be one of .*'bogus'"),
+        ({"lr": 0}, "key 'lr' must be > 0"),
+        ({"arch": "vit"}, "key 'arch' must be one of"),
+    ],
+)
+def test_bad_param_values_are_refused_naming_the_key(declared, params, message):
+    from richreps import run
+
+    with pytest.raises(run.ParamsError, match=message):
+        run.validate(params, declared, "trial.yaml")
+
+
+def test_an_empty_params_file_is_an_error_before_anything_runs(tmp_path, capsys):
+    from richreps import run
+
+    (tmp_path / "empty.yaml").write_text("# nothing here\n")
+    assert run.main([str(tmp_path / "empty.yaml"), "--outputs", str(tmp_path / "out")]) == 2
+    assert "empty.yaml: empty; a params file must set at least one key" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
