@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     warm.add_argument("--warmup-steps", type=int, default=0)
     warm.add_argument("--warmup-fraction", type=float, default=None, help="warmup as a fraction of each run")
     args = ap.parse_args(argv)
+    if args.warmup_steps < 0:
+        ap.error(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if args.warmup_fraction is not None and not 0 <= args.warmup_fraction < 1:
+        ap.error(f"--warmup-fraction must be in [0, 1), got {args.warmup_fraction}")
     try:
         p = plan(
             args.total,

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from richreps import members as member_files
-from richreps.io import atomic_path
+from richreps.io import atomic_path, payload_digest
 from richreps.models import Member
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,12 @@ def _load(path: Path) -> dict | None:
     """A cache file's tensors, or None when it is torn, corrupt or not plain data (then it is recomputed)."""
     try:
         data = torch.load(path, weights_only=True)
-        if isinstance(data, dict) and "labels" in data and "features" in data:
+        if not (isinstance(data, dict) and {"labels", "features", "digest"} <= set(data)):
+            reason = "unexpected content"
+        elif data.pop("digest") != payload_digest(data):
+            reason = "payload checksum mismatch"
+        else:
             return data
-        reason = "unexpected content"
     except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
         reason = type(e).__name__
     log.warning("feature cache: %s is unreadable (%s); recomputing it", path, reason)
@@ -102,7 +105,7 @@ def extract(
     def flush(index: int) -> None:
         part = {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}
         with atomic_path(part_dir / f"part{index:06d}.pt") as tmp:
-            torch.save(part, tmp)
+            torch.save({**part, "digest": payload_digest(part)}, tmp)
         parts.append(part)
         for v in feats.values():
             v.clear()
@@ -125,8 +128,9 @@ def extract(
     all_labels = torch.cat([p["labels"] for p in parts])
     for k in todo:
         fs = FeatureSet(torch.cat([p["features"][k] for p in parts]), all_labels)
+        payload = {"features": fs.features, "labels": fs.labels}
         with atomic_path(cache_path(cache_dir, k, data_key)) as tmp:
-            torch.save({"features": fs.features, "labels": fs.labels}, tmp)
+            torch.save({**payload, "digest": payload_digest(payload)}, tmp)
         out[k] = fs
     for p in part_dir.glob("part*.pt"):
         p.unlink()

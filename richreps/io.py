@@ -90,3 +90,33 @@ def write_table(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, index: 
         df.to_csv(tmp, index=index)
     md = write_text(base / f"{name}.md", to_markdown(df, index=index))
     return [csv, md]
+
+
+def payload_digest(obj) -> str:
+    """sha256 of a checkpoint payload: every tensor's dtype, shape and bytes, and every other value's
+    repr, walked in a fixed order. Written beside the payload and compared on load, it catches a
+    corrupted tensor that still loads, finite or not."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(o) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            for k in sorted(o, key=repr):
+                h.update(f"K{k!r}".encode())
+                walk(o[k])
+        elif isinstance(o, list | tuple):
+            h.update(f"L{len(o)}".encode())
+            for v in o:
+                walk(v)
+        else:
+            h.update(f"V{o!r}".encode())
+
+    walk(obj)
+    return h.hexdigest()

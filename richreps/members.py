@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from richreps.config import Recipe
-from richreps.io import atomic_path
+from richreps.io import atomic_path, payload_digest
 from richreps.models import Member, build_model
 
 FORMAT = "richreps-member-2"
@@ -41,6 +41,7 @@ def member_path(run_dir: str | Path, seed: int, step: int) -> Path:
 def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) -> Path:
     """Write a member atomically with the recipe, seed and step that produced it."""
     path = Path(path)
+    state = model.state_dict()
     with atomic_path(path) as tmp:
         torch.save(
             {
@@ -52,7 +53,8 @@ def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) 
                 "seed": seed,
                 "step": step,
                 "recipe": recipe.to_dict(),
-                "state_dict": model.state_dict(),
+                "state_dict": state,
+                "digest": payload_digest(state),
             },
             tmp,
         )
@@ -75,7 +77,7 @@ def _read(path: Path) -> dict:
 def record(path: str | Path) -> dict:
     """A member file's metadata (everything but the weights)."""
     ckpt = _read(Path(path))
-    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params")}
+    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params", "digest")}
 
 
 def require(path: str | Path, recipe: Recipe, seed: int, step: int) -> None:
@@ -116,6 +118,8 @@ def load(path: str | Path) -> Member:
     """A member from our own file or from an AlgoPerf-format ResNet-50 checkpoint, in eval mode."""
     path = Path(path)
     ckpt = _read(path)
+    if ckpt.get("format") == FORMAT and ckpt.get("digest") != payload_digest(ckpt.get("state_dict")):
+        raise CheckpointError(f"{path}: payload checksum mismatch (the weights were altered or damaged)")
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
         member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
         _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)

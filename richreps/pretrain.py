@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from richreps import members
 from richreps.config import Recipe
 from richreps.data.streams import make_data
-from richreps.io import atomic_path, write_json
+from richreps.io import atomic_path, payload_digest, write_json
 from richreps.members import member_path
 from richreps.models import build_model, recalibrate_bn
 
@@ -179,19 +179,17 @@ def evaluate(member: nn.Module, val, device: torch.device, amp: bool) -> dict:
 def save_checkpoint(folder: Path, raw, opt, step: int, stream, rngs: list, recipe: Recipe, seed: int) -> Path:
     """Atomic write of everything a bitwise resume needs; keeps the previous one as a fallback."""
     path = folder / f"step{step:09d}.pt"
+    payload = {
+        "model": raw.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "stream": stream.state_dict(),
+        "rng": rngs,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+    }
     with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "model": raw.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "stream": stream.state_dict(),
-                "rng": rngs,
-                "recipe": recipe.to_dict(),
-                "seed": seed,
-            },
-            tmp,
-        )
+        torch.save({**payload, "digest": payload_digest(payload)}, tmp)
     for old in sorted(folder.glob("step*.pt"))[:-2]:
         old.unlink()
     return path
@@ -206,8 +204,14 @@ def newest_valid_checkpoint(folder: Path, recipe: Recipe, seed: int) -> tuple[di
     for path in sorted(folder.glob("step*.pt"), reverse=True):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            digest = ckpt.pop("digest")
         except Exception as e:  # noqa: BLE001 - a torn, corrupt or unsafe file: try the previous one
             print(f"[pretrain] skipping unreadable checkpoint {path} ({type(e).__name__})", file=sys.stderr)
+            continue
+        if digest != payload_digest(ckpt):
+            print(
+                f"[pretrain] skipping corrupt checkpoint {path} (payload checksum mismatch)", file=sys.stderr
+            )
             continue
         diff = recipe.diff(ckpt.get("recipe"))
         if diff is None and ckpt.get("seed") != seed:
@@ -240,6 +244,32 @@ def gather_rngs(device: torch.device, world: int) -> list:
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def check_failure_marker(marker: Path, resume_from: Path | None) -> None:
+    """A non-finite loss is deterministic: restarting from the checkpoint that led to it would only
+    hit it again, so that is refused. Starting from another checkpoint (an older valid one, after the
+    one it recorded turned out corrupt) or from scratch is allowed, and the marker is set aside."""
+    if not marker.exists():
+        return
+    try:
+        rec = json.loads(marker.read_text())
+    except ValueError:
+        rec = {}
+    if rec.get("checkpoint", "none") == str(resume_from or "none"):
+        raise NonFiniteLoss(
+            f"{rec.get('error', 'an earlier non-finite loss')}; restarting from the same checkpoint would repeat "
+            "it: change the recipe in a new --out, or use --resume none --overwrite"
+        )
+    print(
+        f"[pretrain] {marker.name}: the non-finite loss came after {rec.get('checkpoint')}; "
+        f"this start resumes from {resume_from or 'scratch'}, so it is allowed",
+        file=sys.stderr,
+    )
+    try:
+        marker.rename(marker.with_suffix(".json.earlier"))
+    except FileNotFoundError:  # another rank set it aside first
+        pass
 
 
 def _logged_step(line: str) -> int | None:
@@ -293,8 +323,6 @@ def train(args: argparse.Namespace) -> dict:
     failed = out / f"FAILED_seed{args.seed}.json"
     if args.resume == "none":
         fresh_start(out, args.seed, args.overwrite, master, world)
-    if failed.exists():  # a non-finite loss is deterministic: a restart would only hit it again
-        raise NonFiniteLoss(failed.read_text().strip())
     per_rank = recipe.global_batch // world
     micro = recipe.micro_batch or per_rank
     if recipe.global_batch % world or per_rank % micro:
@@ -331,6 +359,7 @@ def train(args: argparse.Namespace) -> dict:
                 torch.set_rng_state(ckpt["rng"][rank]["cpu"])
                 if device.type == "cuda" and ckpt["rng"][rank]["cuda"] is not None:
                     torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
+    check_failure_marker(failed, ckpt_path)
     model = raw
     if world > 1:
         model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if amp else None)
@@ -375,7 +404,7 @@ def train(args: argparse.Namespace) -> dict:
         if all_max(float(~torch.isfinite(total)), device, world) > 0:
             msg = f"non-finite loss at step {step + 1} (seed {args.seed}); last good checkpoint: {ckpt_path or 'none'}"
             if master:
-                write_json(failed, {"error": msg})
+                write_json(failed, {"error": msg, "step": step + 1, "checkpoint": str(ckpt_path or "none")})
             raise NonFiniteLoss(msg)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -253,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--root is required for --dataset {args.dataset}")
     if min(args.sizes) < 1 or args.image_size < 1:
         ap.error("--sizes and --image-size must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        ap.error(f"--workers must be >= 0, got {args.workers}")
+    if args.dataset == "cues":
+        from richreps.data.cues import TASKS
+
+        if args.task != "mixture" and args.task not in TASKS:
+            ap.error(f"--task {args.task!r} is neither 'mixture' nor one of {sorted(TASKS)}")
 
     try:
         models = [members.load(p) for p in args.members]

@@ -228,3 +228,150 @@ def test_an_empty_params_file_is_an_error_before_anything_runs(tmp_path, capsys)
     assert run.main([str(tmp_path / "empty.yaml"), "--outputs", str(tmp_path / "out")]) == 2
     assert "empty.yaml: empty; a params file must set at least one key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- integrity: checksums catch finite corruption
+
+
+def tamper(path: Path, key: str) -> None:
+    """Change one finite value of the first float tensor under `key`; save again with the old checksum."""
+    ckpt = torch.load(path, weights_only=True)
+    state = ckpt[key]
+    name = next(k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point())
+    flat = state[name].clone().reshape(-1)
+    flat[0] = 0.125 if flat[0] != 0.125 else 0.25
+    state[name] = flat.reshape(state[name].shape)
+    torch.save(ckpt, path)
+
+
+def test_a_finitely_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, capfd):
+    pretrain.train(args_for(tmp_path / "ref", 8, "--ckpt-every", "2"))
+    pretrain.train(args_for(tmp_path / "run", 6, "--ckpt-every", "2"))
+    newest = sorted((tmp_path / "run" / "ckpt" / "seed0").glob("step*.pt"))[-1]
+    assert newest.name == "step000000004.pt"
+    tamper(newest, "model")
+    pretrain.train(args_for(tmp_path / "run", 8, "--ckpt-every", "2"))
+    assert f"skipping corrupt checkpoint {newest} (payload checksum mismatch)" in capfd.readouterr().err
+    ref = torch.load(members.member_path(tmp_path / "ref", 0, 8), weights_only=True)["state_dict"]
+    got = torch.load(members.member_path(tmp_path / "run", 0, 8), weights_only=True)["state_dict"]
+    assert all(torch.equal(ref[k], got[k]) for k in ref)  # resumed from step 2: bitwise the uninterrupted run
+
+
+def test_a_finitely_corrupted_member_is_refused(tmp_path):
+    from richreps import experiment
+    from richreps.config import Recipe
+
+    path = experiment.save_untrained(tmp_path / "m.pt", Recipe(width=8), 0)
+    tamper(path, "state_dict")
+    with pytest.raises(members.CheckpointError, match="m.pt: payload checksum mismatch"):
+        members.load(path)
+
+
+def test_a_finitely_corrupted_cache_file_is_recomputed(tmp_path):
+    batches = toy_batches()
+    ref = features.extract({"a": Identity()}, batches, "toy", tmp_path)["a"]
+    path = features.cache_path(tmp_path, "a", "toy")
+    data = torch.load(path, weights_only=True)
+    data["features"][0, 0] += 1
+    torch.save(data, path)
+    again = Identity()
+    assert torch.equal(features.extract({"a": again}, batches, "toy", tmp_path)["a"].features, ref.features)
+    assert again.seen == 100
+
+
+def test_the_nonfinite_marker_allows_a_start_from_another_checkpoint(tmp_path, capfd):
+    nan = ["--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"]
+    with pytest.raises(pretrain.NonFiniteLoss):
+        pretrain.train(args_for(tmp_path, 30, *nan))
+    marker = json.loads((tmp_path / "FAILED_seed0.json").read_text())
+    assert marker["step"] >= 1 and "checkpoint" in marker
+    with pytest.raises(pretrain.NonFiniteLoss, match="restarting from the same checkpoint would repeat it"):
+        pretrain.train(args_for(tmp_path, 30, *nan))
+    if marker["checkpoint"] != "none":  # the checkpoint it recorded turns out corrupt: an older one is tried
+        tamper(Path(marker["checkpoint"]), "model")
+        with pytest.raises(pretrain.NonFiniteLoss) as e:
+            pretrain.train(args_for(tmp_path, 30, *nan))
+        assert "would repeat" not in str(e.value) and "so it is allowed" in capfd.readouterr().err
+    pretrain.train(
+        args_for(tmp_path, 3, "--resume", "none", "--overwrite")
+    )  # a fresh start is always allowed
+    assert members.member_path(tmp_path, 0, 3).exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--total", "-5", "--baseline", "10", "--cat", "2"], "--total and --baseline must be positive"),
+        (["--total", "10", "--baseline", "10", "--cat", "0"], "--cat sizes must be >= 1"),
+        (["--total", "10", "--baseline", "10", "--cat", "5", "--seeds", "1", "2"], "CAT5 needs 5"),
+        (
+            ["--total", "10", "--baseline", "10", "--cat", "2", "--warmup-steps", "-1"],
+            "--warmup-steps must be >= 0",
+        ),
+        (
+            [
+                "--total",
+                "10",
+                "--baseline",
+                "10",
+                "--cat",
+                "2",
+                "--mode",
+                "independent",
+                "--warmup-fraction",
+                "2",
+            ],
+            "in \\[0, 1\\)",
+        ),
+    ],
+)
+def test_bad_budget_values_fail_in_one_line(argv, message, capsys):
+    from richreps import budget
+
+    try:
+        code = budget.main(argv)
+    except SystemExit as e:  # argparse's own error exit
+        code = e.code
+    assert code == 2 and re_search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dataset", "cues", "--task", "colour"], "--task 'colour' is neither"),
+        (["--dataset", "cues", "--sizes", "0", "10", "10"], "--sizes and --image-size must be >= 1"),
+        (["--dataset", "cifar10", "--root", "x", "--workers", "-1"], "--workers must be >= 0"),
+        (["--dataset", "cifar10"], "--root is required"),
+    ],
+)
+def test_bad_probe_values_fail_before_loading_anything(tmp_path, extra, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        probe_main(["--members", str(tmp_path / "never-read.pt"), *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def re_search(pattern: str, text: str) -> bool:
+    import re
+
+    return re.search(pattern, text) is not None
+
+
+def probe_main(argv):
+    from richreps import probe
+
+    return probe.main(argv)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--label-smoothing", "0.1"], "--label-smoothing 0.2, this run has 0.1"),
+        (["--cue-redundant", "0.9", "0.8", "0.7", "0.6"], "--cue-redundant None, this run has"),
+        (["--image-size", "64"], "--image-size 224, this run has 64"),
+        (["--corrupt-policy", "skip"], "--corrupt-policy error, this run has skip"),
+    ],
+)
+def test_resume_refuses_every_flag_that_changes_the_trajectory(tmp_path, flags, message):
+    pretrain.train(args_for(tmp_path, 2, "--ckpt-every", "1", "--steps", "3"))
+    with pytest.raises(SystemExit, match=message):
+        pretrain.train(args_for(tmp_path, 4, *flags))
