@@ -42,30 +42,30 @@ class Recipe:
     cue_task: str = _f("mixture", "cues: 'mixture' (pretraining) or a transfer task (direct training)")
     cue_weights: tuple[float, ...] = _f(DEFAULT_WEIGHTS, "cues: mixture weight of each cue's component")
     cue_redundant: tuple[float, ...] | None = _f(None, "cues: per-cue reliabilities instead of components")
-    train_size: int = _f(20000, "cues: images in the training set")
-    val_size: int = _f(2000, "cues: images in the validation set")
+    train_size: int = _f(20000, "cues: images in the training set", low=1)
+    val_size: int = _f(2000, "cues: images in the validation set", low=1)
     data_seed: int = _f(0, "cues: the dataset (shared by all seeds)")
     val_fraction: float = _f(0.01, "imagenet: held-out share of train")
-    image_size: int = _f(224, "imagenet: training crop size")
+    image_size: int = _f(224, "imagenet: training crop size", low=1)
     corrupt_policy: str = _f(
         "error", "imagenet: unreadable images stop the run or are skipped", choices=CORRUPT_POLICIES
     )
     # model and optimizer: AlgoPerf v0.6 schedule-free AdamW
     arch: str = _f("small_cnn", "member architecture", choices=ARCHS)
-    width: int = _f(32, "small_cnn width")
-    global_batch: int = _f(1024, "images per optimizer step, over all processes")
-    micro_batch: int = _f(0, "per-process images per forward (0: no gradient accumulation)")
-    lr: float = _f(0.0025, "schedule-free AdamW learning rate")
+    width: int = _f(32, "small_cnn width", low=1)
+    global_batch: int = _f(1024, "images per optimizer step, over all processes", low=1)
+    micro_batch: int = _f(0, "per-process images per forward (0: no gradient accumulation)", low=0)
+    lr: float = _f(0.0025, "schedule-free AdamW learning rate", above=0)
     beta1: float = _f(0.9, "schedule-free interpolation / momentum")
-    beta2: float = _f(0.99552, "second-moment decay")
-    weight_decay: float = _f(0.0812, "decoupled weight decay")
-    warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)")
-    label_smoothing: float = _f(0.2, "label smoothing of the training loss")
+    beta2: float = _f(0.99552, "second-moment decay", above=0)
+    weight_decay: float = _f(0.0812, "decoupled weight decay", low=0)
+    warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)", low=0)
+    label_smoothing: float = _f(0.2, "label smoothing of the training loss", low=0)
     r_power: float = _f(
         0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)"
     )
     weight_lr_power: float = _f(2.0, "schedule-free weight_lr_power")
-    bn_batches: int = _f(50, "training batches that recompute BN statistics at the evaluation point x")
+    bn_batches: int = _f(50, "training batches that recompute BN statistics at the evaluation point x", low=1)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -73,13 +73,27 @@ class Recipe:
         group = parser.add_argument_group("recipe (defaults: AlgoPerf v0.6 schedule-free entry)")
         for f in fields(cls):
             kw: dict[str, Any] = {"default": f.default, "help": f.metadata["help"], "dest": f.name}
-            if "choices" in f.metadata:
+            if "choices" in f.metadata:  # low / above are checked by `bound_error`, not by argparse
                 kw["choices"] = f.metadata["choices"]
             if f.name in ("cue_weights", "cue_redundant"):
                 kw.update(type=float, nargs=4)
             else:
                 kw["type"] = type(f.default)
             group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+    @classmethod
+    def bound_error(cls, values: dict) -> str | None:
+        """The first field of `values` outside the bound its metadata declares (`low`: >=, `above`: >),
+        as '--flag must be ...', or None."""
+        for f in fields(cls):
+            v, flag = values.get(f.name), "--" + f.name.replace("_", "-")
+            if v is None:
+                continue
+            if "low" in f.metadata and v < f.metadata["low"]:
+                return f"{flag} must be >= {f.metadata['low']}, got {v}"
+            if "above" in f.metadata and not v > f.metadata["above"]:
+                return f"{flag} must be > {f.metadata['above']}, got {v}"
+        return None
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> Recipe:

@@ -227,6 +227,9 @@ def direct_training(
         return []
     exports = sorted({max(1, steps * (i + 1) // evaluations) for i in range(evaluations)})
     rows = []
+    held_out = {  # the probes' own validation and test splits, drawn once for every seed set
+        t: {s: list(features.cue_batches(t, sizes[s], s, 0)()) for s in ("val", "test")} for t in tasks
+    }
     for k in range(seed_sets):
         for task in tasks:
             task_recipe = recipe.replace(cue_task=task, train_size=train_size, data_seed=k)
@@ -250,8 +253,7 @@ def direct_training(
                     str(max(1, steps // 10)),
                 ]
                 pretrain.train(pretrain.parse_args(flags))
-            val = list(features.cue_batches(task, sizes["val"], "val", 0)())
-            test = list(features.cue_batches(task, sizes["test"], "test", 0)())
+            val, test = held_out[task]["val"], held_out[task]["test"]
             scored = []
             for s in exports:
                 model = members.load(member_path(run_dir, k, s))

@@ -41,7 +41,7 @@ from richreps.models import build_model, recalibrate_bn
 
 # ---------------------------------------------------------------- configuration
 
-RUN_INTS = ("steps", "ckpt_every", "log_every")  # must be >= 1
+RUN_BOUNDS = {"steps": 1, "ckpt_every": 1, "log_every": 1, "eval_every": 0}  # flag -> lowest value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,21 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate(args: argparse.Namespace) -> None:
     """Fail in one line, naming the flag, before any data or model is built."""
-    for name in RUN_INTS:
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name, low in RUN_BOUNDS.items():
+        if getattr(args, name) < low:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     bad = [s for s in args.export_at if not 1 <= s <= args.steps]
     if bad:
         raise SystemExit(f"error: --export-at {bad[0]} is outside [1, --steps {args.steps}]")
-    for name in ("global_batch", "bn_batches", "train_size", "val_size", "image_size"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("lr", "beta2"):
-        if not getattr(args, name) > 0:
-            raise SystemExit(f"error: --{name} must be > 0, got {getattr(args, name)}")
-    for name in ("warmup_steps", "micro_batch", "weight_decay", "label_smoothing", "eval_every"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    bound = Recipe.bound_error(vars(args))
+    if bound:
+        raise SystemExit(f"error: {bound}")
     if args.data == "imagenet" and not Path(args.data_root).is_dir():
         raise SystemExit(
             f"error: --data-root {args.data_root!r} is not a folder (ImageNet in ImageFolder layout)"
