@@ -6,6 +6,8 @@ and `fc`, the classifier on top of them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.optim.swa_utils import update_bn
@@ -15,9 +17,29 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 
 
+LECUN_TRUNC = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
+
+
+def lecun_trunc_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """AlgoPerf's `pytorch_default_init`: LeCun-normal truncated at two standard deviations, rescaled
+    so that the truncated draw keeps variance 1/fan_in (JAX's `lecun_normal`)."""
+    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+    std = math.sqrt(1.0 / fan_in) / LECUN_TRUNC
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
 def algoperf_init(model: ResNet) -> ResNet:
-    """AlgoPerf's ImageNet ResNet-50 initialisation: zero the last BN of every residual block
-    (so each block starts as the identity) and draw fc weights from N(0, 0.01)."""
+    """AlgoPerf's ImageNet ResNet-50 initialisation (`imagenet_pytorch/models.py`): every convolution
+    truncated LeCun-normal, BN weight 1 and bias 0, the last BN of every residual block zero (each
+    block starts as the identity), fc weights N(0, 0.01) and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            lecun_trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     for m in model.modules():
         if isinstance(m, Bottleneck):
             nn.init.zeros_(m.bn3.weight)

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,6 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument("--log-every", type=int, default=10)
     run.add_argument("--workers", type=int, default=None, help="imagenet: loader workers per process")
+    run.add_argument(
+        "--decode",
+        choices=("cpu", "gpu"),
+        default=None,
+        help="imagenet: cpu = PIL in loader workers; gpu = batched decode + augmentation on the training "
+        "device (nvjpeg). Default: gpu on CUDA, else cpu",
+    )
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     args = ap.parse_args(argv)
     validate(args)
@@ -170,7 +178,9 @@ def evaluate(member: nn.Module, val, device: torch.device, amp: bool) -> dict:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: Path, raw, opt, step: int, stream, rngs: list, recipe: Recipe, seed: int) -> Path:
+def save_checkpoint(
+    folder: Path, raw, opt, step: int, stream, rngs: list, recipe: Recipe, seed: int, decode: str
+) -> Path:
     """Atomic write of everything a bitwise resume needs; keeps the previous one as a fallback."""
     path = folder / f"step{step:09d}.pt"
     payload = {
@@ -181,6 +191,7 @@ def save_checkpoint(folder: Path, raw, opt, step: int, stream, rngs: list, recip
         "rng": rngs,
         "recipe": recipe.to_dict(),
         "seed": seed,
+        "decode": decode,  # the two decode paths draw different crops: a resume must keep the path
     }
     with atomic_path(path) as tmp:
         torch.save({**payload, "digest": payload_digest(payload)}, tmp)
@@ -189,7 +200,9 @@ def save_checkpoint(folder: Path, raw, opt, step: int, stream, rngs: list, recip
     return path
 
 
-def newest_valid_checkpoint(folder: Path, recipe: Recipe, seed: int) -> tuple[dict | None, Path | None]:
+def newest_valid_checkpoint(
+    folder: Path, recipe: Recipe, seed: int, decode: str
+) -> tuple[dict | None, Path | None]:
     """The newest checkpoint that loads and was written by this recipe and seed.
 
     The check compares every `Recipe` field, so no flag that changes the trajectory can be
@@ -210,6 +223,8 @@ def newest_valid_checkpoint(folder: Path, recipe: Recipe, seed: int) -> tuple[di
         diff = recipe.diff(ckpt.get("recipe"))
         if diff is None and ckpt.get("seed") != seed:
             diff = ("seed", ckpt.get("seed"), seed)
+        if diff is None and ckpt.get("decode", decode) != decode:
+            diff = ("decode", ckpt.get("decode"), decode)
         if diff:
             key, old, new = diff
             raise SystemExit(
@@ -307,16 +322,32 @@ def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int)
 # ---------------------------------------------------------------- training
 
 
-def train(args: argparse.Namespace) -> dict:
-    """Train one seed to `args.steps`, exporting members; returns the seed, steps and member files."""
+@dataclass
+class Trainer:
+    """Everything one training step touches. `train` loops over `train_step`; the throughput bench
+    builds the same object and times the same step, so its figures are this loop's."""
+
+    recipe: Recipe
+    raw: nn.Module  # the member being trained (unwrapped)
+    model: nn.Module  # what the step calls: raw, DDP-wrapped and/or compiled
+    opt: AdamWScheduleFree
+    stream: object  # .next() -> (x, y); .state_dict() / .load_state_dict()
+    calib: object  # BatchNorm calibration batches, iterable any number of times
+    val: object
+    criterion: nn.Module
+    accum: int
+    device: torch.device
+    amp: bool
+    world: int
+
+
+def resolve_decode(args: argparse.Namespace, device: torch.device) -> str:
+    return args.decode or ("gpu" if device.type == "cuda" else "cpu")
+
+
+def build(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> Trainer:
+    """Data, model and optimizer for `args`, as a fresh run (resume loads into it)."""
     recipe = Recipe.from_namespace(args)
-    rank, world, device = setup()
-    master = rank == 0
-    out = Path(args.out)
-    ckpt_dir, metrics_dir = out / "ckpt" / f"seed{args.seed}", out / "metrics"
-    failed = out / f"FAILED_seed{args.seed}.json"
-    if args.resume == "none":
-        fresh_start(out, args.seed, args.overwrite, master, world)
     per_rank = recipe.global_batch // world
     micro = recipe.micro_batch or per_rank
     if recipe.global_batch % world or per_rank % micro:
@@ -324,10 +355,10 @@ def train(args: argparse.Namespace) -> dict:
             f"error: --global-batch {recipe.global_batch} must split into {world} processes "
             f"x whole micro-batches of {micro}"
         )
-    accum = per_rank // micro
     amp = device.type == "cuda"
-
-    stream, calib, val, num_classes = make_data(recipe, args.seed, rank, world, device, micro, args.workers)
+    stream, calib, val, num_classes = make_data(
+        recipe, args.seed, rank, world, device, micro, args.workers, resolve_decode(args, device)
+    )
     torch.manual_seed(args.seed)  # the initialisation depends only on the seed, not on the data
     raw = build_model(recipe.arch, num_classes, recipe.width).to(device)
     if amp:
@@ -341,9 +372,58 @@ def train(args: argparse.Namespace) -> dict:
         r=recipe.r_power,
         weight_lr_power=recipe.weight_lr_power,
     )
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    return Trainer(
+        recipe, raw, raw, opt, stream, calib, val, criterion, per_rank // micro, device, amp, world
+    )
+
+
+def wrap(t: Trainer, compile: bool) -> None:
+    """DDP across processes, then torch.compile; called after any resume has loaded the weights."""
+    if t.world > 1:
+        t.model = nn.parallel.DistributedDataParallel(t.raw, device_ids=[t.device.index] if t.amp else None)
+    if compile:
+        t.model = torch.compile(t.model)
+    t.opt.train()
+    t.model.train()
+
+
+def train_step(t: Trainer) -> torch.Tensor:
+    """One optimizer step over `accum` micro-batches; returns the summed loss (a device scalar, not synced)."""
+    total = torch.zeros((), device=t.device)
+    for i in range(t.accum):
+        x, y = t.stream.next()
+        x, y = x.to(t.device, non_blocking=True), y.to(t.device, non_blocking=True)
+        if t.amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        sync = i == t.accum - 1 or t.world == 1
+        ctx = t.model.no_sync() if (not sync and hasattr(t.model, "no_sync")) else torch.enable_grad()
+        with ctx, torch.autocast(t.device.type, torch.bfloat16, enabled=t.amp):
+            loss = t.criterion(t.model(x), y) / t.accum
+            loss.backward()
+        total += loss.detach()
+    if not torch.isfinite(total):  # checked before the step, which would spread it into the weights
+        return total
+    t.opt.step()
+    t.opt.zero_grad(set_to_none=True)
+    return total
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train one seed to `args.steps`, exporting members; returns the seed, steps and member files."""
+    rank, world, device = setup()
+    master = rank == 0
+    out = Path(args.out)
+    ckpt_dir, metrics_dir = out / "ckpt" / f"seed{args.seed}", out / "metrics"
+    failed = out / f"FAILED_seed{args.seed}.json"
+    if args.resume == "none":
+        fresh_start(out, args.seed, args.overwrite, master, world)
+    t = build(args, rank, world, device)
+    recipe, raw, opt, stream, calib, val = t.recipe, t.raw, t.opt, t.stream, t.calib, t.val
+    decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
     step, ckpt_path = 0, None
     if args.resume == "auto":
-        ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed)
+        ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed, decode)
         if ckpt is not None:
             raw.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -354,20 +434,14 @@ def train(args: argparse.Namespace) -> dict:
                 if device.type == "cuda" and ckpt["rng"][rank]["cuda"] is not None:
                     torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     check_failure_marker(failed, ckpt_path)
-    model = raw
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if amp else None)
-    if args.compile:
-        model = torch.compile(model)
-    opt.train()
-    model.train()
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    wrap(t, args.compile)
+    amp = t.amp
 
     metrics_path = metrics_dir / f"seed{args.seed}.jsonl"
     if master:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        kept = [ln for ln in lines if (t := _logged_step(ln)) is not None and t <= step]  # torn lines dropped
+        kept = [ln for ln in lines if (s := _logged_step(ln)) is not None and s <= step]  # torn lines dropped
         with atomic_path(metrics_path) as tmp:
             tmp.write_text("".join(ln + "\n" for ln in kept))
     log = metrics_path.open("a") if master else None
@@ -383,25 +457,12 @@ def train(args: argparse.Namespace) -> dict:
     last_ckpt_time, window_start, window_images = time.monotonic(), time.perf_counter(), 0
 
     while step < args.steps:
-        total = torch.zeros((), device=device)
-        for i in range(accum):
-            x, y = stream.next()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sync = i == accum - 1 or world == 1
-            ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else torch.enable_grad()
-            with ctx, torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                loss = criterion(model(x), y) / accum
-                loss.backward()
-            total += loss.detach()
+        total = train_step(t)
         if all_max(float(~torch.isfinite(total)), device, world) > 0:
             msg = f"non-finite loss at step {step + 1} (seed {args.seed}); last good checkpoint: {ckpt_path or 'none'}"
             if master:
                 write_json(failed, {"error": msg, "step": step + 1, "checkpoint": str(ckpt_path or "none")})
             raise NonFiniteLoss(msg)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         step += 1
         window_images += recipe.global_batch
         bar.update(1)
@@ -437,7 +498,7 @@ def train(args: argparse.Namespace) -> dict:
         if broadcast_flag(due and step < args.steps, device, world):
             rngs = gather_rngs(device, world)
             if master:
-                ckpt_path = save_checkpoint(ckpt_dir, raw, opt, step, stream, rngs, recipe, args.seed)
+                ckpt_path = save_checkpoint(ckpt_dir, raw, opt, step, stream, rngs, recipe, args.seed, decode)
             last_ckpt_time = time.monotonic()
             if world > 1:
                 dist.barrier()

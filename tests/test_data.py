@@ -223,7 +223,7 @@ def test_sampler_deterministic_sharded_and_resumable():
 def test_batched_jpeg_path_on_cpu(imagenet):
     samples = index_dataset("imagenet", imagenet).train[:6]
     loader = cpu_loader(JpegBytes(samples), batch_size=3, workers=0, collate_fn=collate_bytes)
-    encoded, labels = next(iter(loader))
+    encoded, labels, paths = next(iter(loader))
     out1 = BatchAugment(size=16, seed=1)(encoded)
     out2 = BatchAugment(size=16, seed=1)(encoded)
     assert out1.shape == (3, 3, 16, 16) and labels.tolist() == [0, 0, 0]

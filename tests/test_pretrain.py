@@ -252,6 +252,19 @@ def test_members_expose_pooled_features():
     assert abs(float(r50.fc.weight.detach().std()) - 0.01) < 0.001
 
 
+def test_resnet_convolutions_use_algoperfs_truncated_lecun_normal():
+    torch.manual_seed(0)
+    r50 = build_model("resnet50", 1000)
+    convs = [m for m in r50.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 53
+    for conv in (r50.net.conv1, r50.net.layer3[2].conv2, r50.net.layer4[0].downsample[0]):
+        w = conv.weight.detach()
+        fan_in = w[0].numel()
+        bound = 2 * (1 / fan_in) ** 0.5 / 0.87962566103423978
+        assert float(w.abs().max()) <= bound  # truncated at two (pre-truncation) standard deviations
+        assert abs(float(w.std()) * fan_in**0.5 - 1) < 0.05  # LeCun: variance 1/fan_in after truncation
+
+
 def test_pretrain_entry_point_runs_as_a_module(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "richreps.pretrain", "--out", str(tmp_path), "--steps", "2", *SMALL],

@@ -11,17 +11,26 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from richreps.data.folders import CorruptImageError, load_rgb
 from richreps.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
-def default_workers(world_size: int = 1) -> int:
-    """Loader workers per process: the cores this process may use, minus one for the main loop."""
+def local_world_size() -> int:
+    """Processes on this node (torchrun and submitit set LOCAL_WORLD_SIZE); 1 without a launcher."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def default_workers(local_processes: int | None = None) -> int:
+    """Loader workers per process: this node's cores shared by its processes, minus one for each
+    main loop. Only the processes on this node count: 4 nodes x 8 GPUs still have 8 per node."""
+    local_processes = local_world_size() if local_processes is None else local_processes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(16, cores // max(world_size, 1) - 1))
+    return max(0, min(16, cores // max(local_processes, 1) - 1))
 
 
 def cpu_loader(
@@ -50,7 +59,7 @@ def cpu_loader(
 
 
 class JpegBytes(torch.utils.data.Dataset):
-    """(encoded JPEG bytes as a uint8 tensor, label): workers only read files, never decode."""
+    """(encoded JPEG bytes as a uint8 tensor, label, path): workers only read files, never decode."""
 
     def __init__(self, samples: list[tuple[str, int]]):
         self.samples = samples
@@ -61,11 +70,41 @@ class JpegBytes(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         data = Path(path).read_bytes()
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), label, path
 
 
 def collate_bytes(batch):
-    return [b for b, _ in batch], torch.tensor([y for _, y in batch])
+    """(list of encoded images, labels, paths): images of different sizes cannot be stacked."""
+    return [b for b, _, _ in batch], torch.tensor([y for _, y, _ in batch]), [p for _, _, p in batch]
+
+
+def decode_batch(encoded: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor]:
+    """RGB uint8 CHW images, decoded in one batched call (nvjpeg on CUDA).
+
+    When the batched call fails, each file is decoded alone; a file `decode_jpeg` rejects (a PNG
+    named .JPEG, which ImageNet's train set holds, or a corrupt file) is decoded by PIL exactly as
+    the CPU path decodes it, so an image is unreadable on this path iff it is on the CPU path, and
+    the corrupt-file policy (`error` raises naming the file; `skip` scanned it out up front) is the same.
+    """
+    try:
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        pass
+    images = []
+    for data, path in zip(encoded, paths):
+        try:
+            images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            continue
+        except RuntimeError:
+            pass
+        try:
+            rgb = np.asarray(load_rgb(path))
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            raise CorruptImageError(
+                f"{path}: unreadable image ({type(e).__name__}); set corrupt_policy: skip to leave it out"
+            ) from None
+        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1).to(device))
+    return images
 
 
 def _crop_box(h: int, w: int, scale, ratio, g: torch.Generator) -> tuple[int, int, int, int]:
@@ -111,8 +150,8 @@ class BatchAugment:
         self.g = torch.Generator().manual_seed(seed)
         self.channels_last = channels_last
 
-    def __call__(self, encoded: list[torch.Tensor]) -> torch.Tensor:
-        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+    def __call__(self, encoded: list[torch.Tensor], paths: list[str] | None = None) -> torch.Tensor:
+        images = decode_batch(encoded, paths or ["<bytes>"] * len(encoded), self.device)
         out = torch.empty(len(images), 3, self.size, self.size, device=self.device)
         for i, img in enumerate(images):
             top, left, ch, cw = _crop_box(img.shape[1], img.shape[2], self.scale, self.ratio, self.g)

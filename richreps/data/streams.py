@@ -71,10 +71,27 @@ class CueStream(_Stream):
 
 
 class LoaderStream(_Stream):
-    """The same interface over a DataLoader of real images (ImageNet), resumable mid-epoch."""
+    """The same interface over a DataLoader of real images (ImageNet), resumable mid-epoch.
 
-    def __init__(self, dataset, batch: int, seed: int, rank: int, world: int, workers: int | None):
-        self.dataset, self.batch, self.workers, self.world = dataset, batch, workers, world
+    Without `augment`, loader workers decode with PIL and apply the reference transforms
+    (`--decode cpu`). With it, workers only read JPEG bytes and `augment` decodes and augments the
+    whole batch on the training device (`--decode gpu`: nvjpeg on CUDA), its crops seeded by
+    (seed, epoch, position) so that a resumed run draws the same ones.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch: int,
+        seed: int,
+        rank: int,
+        world: int,
+        workers: int | None,
+        augment=None,
+        collate_fn=None,
+    ):
+        self.dataset, self.batch, self.workers, self.seed = dataset, batch, workers, seed
+        self.augment, self.collate_fn = augment, collate_fn
         self.sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
         self.it = None
 
@@ -96,17 +113,30 @@ class LoaderStream(_Stream):
                     drop_last=True,
                 )
                 loader_sampler.set_epoch(self.sampler.epoch, self.sampler.start)
-                workers = default_workers(self.world) if self.workers is None else self.workers
+                workers = default_workers() if self.workers is None else self.workers
                 self.it = iter(
                     cpu_loader(
-                        self.dataset, self.batch, sampler=loader_sampler, workers=workers, drop_last=True
+                        self.dataset,
+                        self.batch,
+                        sampler=loader_sampler,
+                        workers=workers,
+                        drop_last=True,
+                        collate_fn=self.collate_fn,
                     )
                 )
             try:
-                x, y = next(self.it)
+                batch = next(self.it)
             except StopIteration:
                 self._next_epoch()
                 continue
+            if self.augment is None:
+                x, y = batch
+            else:
+                encoded, y, paths = batch
+                self.augment.g.manual_seed(
+                    hash((self.seed, self.sampler.epoch, self.sampler.start)) % (2**63)
+                )
+                x = self.augment(encoded, paths)
             self._advance(len(y))
             return x, y
 
@@ -175,8 +205,12 @@ def make_data(
     device: torch.device,
     micro: int,
     workers: int | None = None,
+    decode: str = "cpu",
 ):
-    """(train stream, calibration batches, validation batches, number of classes)."""
+    """(train stream, calibration batches, validation batches, number of classes).
+
+    `decode` chooses how ImageNet JPEGs become training batches: `cpu` (PIL in loader workers)
+    or `gpu` (bytes from the workers, batched decode and augmentation on `device`)."""
     calib_seed = seed + 7919
     if recipe.data == "cues":
         from richreps.data import cues
@@ -201,7 +235,15 @@ def make_data(
     held = build_dataset(
         "imagenet", recipe.data_root, "val", pretrain_transform(False, recipe.image_size), **common
     )
-    stream = LoaderStream(SeededSamples(train, seed), micro, seed, rank, world, workers)
+    if decode == "gpu":
+        from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes
+
+        augment = BatchAugment(recipe.image_size, device, channels_last=device.type == "cuda")
+        stream = LoaderStream(
+            JpegBytes(train.samples), micro, seed, rank, world, workers, augment, collate_bytes
+        )
+    else:
+        stream = LoaderStream(SeededSamples(train, seed), micro, seed, rank, world, workers)
     calib = Calibration(train, recipe.bn_batches * micro, micro, calib_seed)
     val = torch.utils.data.DataLoader(held, batch_size=256, num_workers=workers or 0)
     return stream, calib, val, len(train.classes)
