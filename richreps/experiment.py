@@ -213,6 +213,7 @@ def direct_training(
     seed_sets: int,
     folder: str | Path,
     evaluations: int = 4,
+    device: torch.device | str = "cpu",
 ) -> list[dict]:
     """Train a member from scratch on each target task with its own ample training set.
 
@@ -220,6 +221,7 @@ def direct_training(
     `richreps.pretrain.train` itself. Members are exported at `evaluations` evenly spaced steps;
     the one with the best accuracy on the probes' validation split gives the test number, on
     the probes' test split. Finished runs whose members are current are not retrained.
+    Training runs on the GPU when one is present (`pretrain.setup`); evaluation runs on `device`.
     """
     from richreps import pretrain
 
@@ -258,7 +260,11 @@ def direct_training(
             for s in exports:
                 model = members.load(member_path(run_dir, k, s))
                 scored.append(
-                    (pretrain.evaluate(model, val, torch.device("cpu"), amp=False)["val_acc"], s, model)
+                    (
+                        pretrain.evaluate(model.to(device), val, torch.device(device), amp=False)["val_acc"],
+                        s,
+                        model,
+                    )
                 )
             val_acc, step, model = max(scored, key=lambda t: (t[0], -t[1]))
             rows.append(
@@ -270,7 +276,7 @@ def direct_training(
                     "compute_steps": steps,
                     "task": task,
                     "shots": "all",
-                    "test_acc": pretrain.evaluate(model, test, torch.device("cpu"), amp=False)["val_acc"],
+                    "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
                     "val_acc": val_acc,
                     "step": step,
                 }

@@ -1,13 +1,13 @@
-"""Launch a TIME-CONCAT plan: torchrun locally, or a SLURM batch script for a cluster."""
+"""Launch a TIME-CONCAT plan: torchrun on this machine, or submitit jobs on a SLURM cluster."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ import pandas as pd
 from richreps import members
 from richreps.budget import Plan, Run
 from richreps.config import Recipe
-from richreps.io import write_json, write_text
+from richreps.io import write_json
 from richreps.members import member_path
 
 
@@ -56,6 +56,13 @@ def torchrun_command(
     return [*cmd, "-m", "richreps.pretrain", *args]
 
 
+def run_is_current(run: Run, run_dir: str | Path, recipe: Recipe) -> bool:
+    """Every member of `run` exists and records exactly this recipe, seed and step."""
+    return all(
+        members.is_current(member_path(run_dir, run.seed, s), recipe, run.seed, s) for s in run.exports
+    )
+
+
 def run_local(
     plan: Plan,
     run_dir: str | Path,
@@ -75,9 +82,7 @@ def run_local(
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     results = []
     for run in plan.runs:
-        if all(
-            members.is_current(member_path(run_dir, run.seed, s), recipe, run.seed, s) for s in run.exports
-        ):
+        if run_is_current(run, run_dir, recipe):
             results.append({"seed": run.seed, "steps": run.steps, "status": "done earlier", "wall_s": 0.0})
             continue
         cmd = torchrun_command(run_args(run, run_dir, [*recipe.flags(), *extra]), nproc)
@@ -101,50 +106,72 @@ def run_local(
     return results
 
 
-def slurm_script(
-    plan: Plan,
-    out: str,
-    common: list[str],
+class PretrainJob:
+    """One planned run as a submitit job on SLURM: each task is one rank of `richreps.pretrain`.
+
+    submitit writes the batch script (log folder created before submission, this interpreter,
+    `--signal` for preemption and time limits) and sets each task's rank; on preemption or timeout
+    it calls `checkpoint`, which requeues the same command, and `--resume auto` continues from the
+    newest checkpoint.
+    """
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+
+    def __call__(self) -> dict:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        from richreps import pretrain
+
+        # every task sees the node's GPUs and picks its own with LOCAL_RANK (pretrain.setup)
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return pretrain.train(pretrain.parse_args(self.argv))
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(PretrainJob(self.argv))
+
+
+def slurm_executor(
+    folder: str | Path,
     nodes: int,
     gpus_per_node: int,
     job_name: str = "timecat",
     partition: str = "",
     account: str = "",
-    time_limit: str = "72:00:00",
+    timeout_min: int = 72 * 60,
     cpus_per_gpu: int = 10,
-    port: int = 29500,
-    max_restarts: int = 3,
-) -> str:
-    """A SLURM batch script: one srun + torchrun per planned run, multi-node rendezvous over c10d.
+    mem_gb_per_gpu: int = 60,
+):
+    """A submitit executor for multi-node DDP: one task per GPU, its cores given to srun too
+    (since SLURM 22.05 srun no longer inherits `--cpus-per-task` from sbatch)."""
+    import submitit
 
-    srun starts one torchrun per node; torchrun starts one process per GPU and restarts dead
-    ranks (`--max_restarts`), which resume from the newest checkpoint.
-    """
-    header = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={nodes}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={gpus_per_node}",
-        f"#SBATCH --cpus-per-task={cpus_per_gpu * gpus_per_node}",
-        f"#SBATCH --time={time_limit}",
-        f"#SBATCH --output={out}/logs/%x-%j.out",
-        *([f"#SBATCH --partition={partition}"] if partition else []),
-        *([f"#SBATCH --account={account}"] if account else []),
-        "set -euo pipefail",
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        f"mkdir -p {shlex.quote(out)}/logs",
-    ]
-    body = []
-    for run in plan.runs:
-        args = " ".join(shlex.quote(a) for a in run_args(run, out, common))
-        body.append(
-            f"srun --nodes={nodes} --ntasks-per-node=1 python -m torch.distributed.run "
-            f"--nnodes={nodes} --nproc_per_node={gpus_per_node} --max_restarts={max_restarts} "
-            f"--rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d --rdzv_endpoint=$head_node:{port} "
-            f"-m richreps.pretrain {args}"
-        )
-    return "\n".join(header + [""] + body) + "\n"
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=20)
+    executor.update_parameters(
+        name=job_name,
+        nodes=nodes,
+        tasks_per_node=gpus_per_node,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_gpu,
+        mem_gb=mem_gb_per_gpu * gpus_per_node,
+        timeout_min=timeout_min,
+        slurm_signal_delay_s=120,
+        slurm_srun_args=["--cpus-per-task", str(cpus_per_gpu)],
+        **({"slurm_partition": partition} if partition else {}),
+        **({"slurm_account": account} if account else {}),
+    )
+    return executor
+
+
+def submit_slurm(
+    plan: Plan, out: str | Path, common: list[str], nodes: int, gpus_per_node: int, **kw
+) -> list[str]:
+    """Submit every planned run as its own SLURM job; returns the job ids."""
+    out = Path(out).resolve()
+    executor = slurm_executor(out / "slurm", nodes, gpus_per_node, **kw)
+    return [executor.submit(PretrainJob(run_args(run, out, common))).job_id for run in plan.runs]
 
 
 LAUNCH_MODES = ("local", "slurm", "none")
@@ -159,7 +186,7 @@ def launch_plans(
     nproc: int,
     nodes: int = 1,
 ) -> list[dict]:
-    """Train every seed set's plan here (`local`), write one SLURM script per set (`slurm`), or
+    """Train every seed set's plan here (`local`), submit its unfinished runs to SLURM (`slurm`), or
     do nothing and use the members already there (`none`). Returns the local runs' wall times."""
     if mode not in LAUNCH_MODES:
         raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {mode!r}")
@@ -168,16 +195,14 @@ def launch_plans(
         if mode == "local":
             wall += run_local(p, run_dir, recipe, extra, nproc=nproc)
         elif mode == "slurm":
-            script = slurm_script(
-                p,
-                str(Path(run_dir).resolve()),
-                [*recipe.flags(), *extra],
-                nodes=nodes,
-                gpus_per_node=nproc,
-                job_name=f"timecat-set{k}",
+            todo = replace(p, runs=[r for r in p.runs if not run_is_current(r, run_dir, recipe)])
+            ids = submit_slurm(
+                todo, run_dir, [*recipe.flags(), *extra], nodes, nproc, job_name=f"timecat-set{k}"
             )
-            path = write_text(Path(run_dir) / f"timecat_set{k}.sbatch", script)
-            print(f"wrote {path.name}: submit it with sbatch, then re-run with launch: none")
+            print(
+                f"seed set {k}: submitted {len(ids)} SLURM jobs ({', '.join(ids) or 'none needed'}); "
+                f"logs in {Path(run_dir) / 'slurm'}. When they finish, run again with launch: none"
+            )
     return wall
 
 

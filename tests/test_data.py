@@ -144,6 +144,27 @@ def test_inat_errors(tmp_path):
         index_dataset("inat18", root)
 
 
+def write_imagenet(root, classes=6, per_class=12, val_per_class=2):
+    """ImageNet's on-disk layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) with mixed sizes, one grayscale
+    and one CMYK JPEG, as the real train set holds; each class has its own mean colour."""
+    rng = np.random.default_rng(0)
+    wnids = [f"n{1440764 + 1000 * c:08d}" for c in range(classes)]
+    for c, wnid in enumerate(wnids):
+        for split, n in (("train", per_class), ("val", val_per_class)):
+            for i in range(n):
+                w, h = int(rng.integers(48, 120)), int(rng.integers(40, 100))
+                base = np.array([40 * c % 255, 255 - 40 * c % 255, 128]) + rng.normal(0, 40, (h, w, 3))
+                img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+                if split == "train" and (c, i) == (1, 0):
+                    img = img.convert("L")
+                if split == "train" and (c, i) == (2, 0):
+                    img = img.convert("CMYK")
+                path = root / split / wnid / f"{wnid}_{split}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                img.save(path, "JPEG", quality=90)
+    return root
+
+
 def write_cifar(root, name, n_train=40, n_test=10, classes=10):
     rng = np.random.default_rng(0)
     folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
@@ -228,6 +249,50 @@ def test_batched_jpeg_path_on_cpu(imagenet):
     out2 = BatchAugment(size=16, seed=1)(encoded)
     assert out1.shape == (3, 3, 16, 16) and labels.tolist() == [0, 0, 0]
     assert torch.equal(out1, out2) and abs(float(out1.mean())) < 3
+
+
+def imagenet_stream(root, decode, seed=0):
+    from richreps.config import Recipe
+    from richreps.data.streams import make_data
+
+    recipe = Recipe(data="imagenet", data_root=str(root), image_size=24, global_batch=4, val_fraction=0.1)
+    return make_data(recipe, seed, 0, 1, torch.device("cpu"), micro=4, workers=0, decode=decode)[0]
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_both_decode_paths_resume_exactly_where_they_stopped(tmp_path, decode):
+    root = write_imagenet(tmp_path / "imagenet", classes=3, per_class=8)
+    stream = imagenet_stream(root, decode)
+    for _ in range(7):  # crosses an epoch: 3 x 7 = 21 images, 6 batches per epoch
+        stream.next()
+    state = stream.state_dict()
+    ahead = [stream.next() for _ in range(3)]
+    resumed = imagenet_stream(root, decode)
+    resumed.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(ahead, [resumed.next() for _ in range(3)]):
+        assert xa.shape == (4, 3, 24, 24) and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_device_decode_reads_what_pil_reads_and_names_what_it_cannot(tmp_path):
+    from richreps.data.pipeline import decode_batch
+
+    root = write_imagenet(tmp_path / "imagenet", classes=3, per_class=2)
+    files = sorted((root / "train").rglob("*.JPEG"))
+    png = files[0].with_name("disguised.JPEG")  # ImageNet's train set holds a PNG named .JPEG
+    Image.open(files[0]).save(png, "PNG")
+    broken = files[0].with_name("broken.JPEG")
+    broken.write_bytes(files[0].read_bytes()[:200])
+    paths = [str(p) for p in [*files, png]]
+    encoded = [torch.frombuffer(bytearray(open(p, "rb").read()), dtype=torch.uint8) for p in paths]
+    images = decode_batch(encoded, paths, torch.device("cpu"))
+    for path, img in zip(paths, images):
+        reference = np.asarray(Image.open(path).convert("RGB"))
+        assert img.shape == (3, *reference.shape[:2]) and np.array_equal(
+            img.permute(1, 2, 0).numpy(), reference
+        )
+    with pytest.raises(CorruptImageError, match="broken.JPEG: unreadable image"):
+        decode_batch([*encoded, torch.frombuffer(bytearray(broken.read_bytes()), dtype=torch.uint8)],
+                     [*paths, str(broken)], torch.device("cpu"))  # fmt: skip
 
 
 # ---------------------------------------------------------------- the multi-cue benchmark

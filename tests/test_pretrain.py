@@ -223,23 +223,55 @@ def test_recalibrate_bn_is_an_exact_average():
 # ---------------------------------------------------------------- cluster script
 
 
-def test_slurm_script():
-    p = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", seeds=[2, 550, 23, 477, 8529])
-    script = launch.slurm_script(
-        p,
-        "/ckpt/timecat",
-        ["--data", "imagenet", "--data-root", "/data/imagenet"],
-        nodes=2,
-        gpus_per_node=8,
-        partition="learn",
+def fake_slurm(bin_dir: Path) -> Path:
+    """`sbatch` that records the script it is given and answers like SLURM; `srun` that exists."""
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nn=$(ls "$(dirname "$0")"/job*.sh 2>/dev/null | wc -l)\n'
+        'cp "$1" "$(dirname "$0")/job$n.sh"\necho "Submitted batch job $((4242 + n))"\n'
     )
-    assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=8" in script
-    assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --partition=learn" in script
-    assert "--rdzv_endpoint=$head_node:29500" in script and "--rdzv_backend=c10d" in script
-    sruns = [ln for ln in script.splitlines() if ln.startswith("srun")]
-    assert len(sruns) == 5 and all("--nnodes=2 --nproc_per_node=8" in ln for ln in sruns)
-    assert "--seed 2 --steps 450000 --export-at 80000 100000 200000 450000" in sruns[0]
-    assert "-m richreps.pretrain" in sruns[0] and "--data-root /data/imagenet" in sruns[0]
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for f in ("sbatch", "srun"):
+        (bin_dir / f).chmod(0o755)
+    return bin_dir
+
+
+def test_slurm_launch_submits_one_requeueable_ddp_job_per_run(tmp_path, monkeypatch):
+    import pickle
+
+    from richreps.config import Recipe
+
+    bins = fake_slurm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bins}:{os.environ['PATH']}")
+    p = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", seeds=[2, 550, 23, 477, 8529])
+    (tmp_path / "imagenet").mkdir()
+    recipe = Recipe(data="imagenet", data_root=str(tmp_path / "imagenet"), arch="resnet50")
+    run_dir = tmp_path / "pretrain" / recipe.tag()
+    launch.launch_plans([p], run_dir, recipe, ["--compile"], "slurm", nproc=8, nodes=2)
+    scripts = sorted(bins.glob("job*.sh"))
+    assert len(scripts) == 5  # one job per planned run
+    script = scripts[0].read_text()
+    for line in (
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=10",
+        "--signal=USR2@120",
+    ):
+        assert f"#SBATCH {line}" in script
+    logs = run_dir.resolve() / "slurm"
+    assert f"#SBATCH --output={logs}/%j_0_log.out" in script and logs.is_dir()  # exists before submission
+    srun = next(ln for ln in script.splitlines() if ln.startswith("srun"))
+    assert "--cpus-per-task 10" in srun and srun.endswith(
+        f"{sys.executable} -u -m submitit.core._submit {logs}"
+    )
+    job = pickle.loads((logs / "4242_submitted.pkl").read_bytes()).function
+    assert (
+        isinstance(job, launch.PretrainJob) and job.checkpoint().function.argv == job.argv
+    )  # requeues itself
+    args = pretrain.parse_args(job.argv)
+    assert (args.seed, args.steps, args.export_at) == (2, 450_000, [80_000, 100_000, 200_000, 450_000])
+    assert args.data == "imagenet" and args.arch == "resnet50" and args.compile and args.resume == "auto"
 
 
 def test_members_expose_pooled_features():
