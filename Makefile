@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/smoke.yaml
 
-.PHONY: reproduce test lint notebooks bench
+.PHONY: reproduce test lint notebooks gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,8 @@ lint: $(VENV)/.installed
 # Re-execute the committed notebooks with their defaults (= params/smoke.yaml) after a change.
 notebooks: $(VENV)/.installed
 	$(PY) -m richreps.run params/smoke.yaml --refresh-committed
+
+# The prepared GPU check (bench/gpu_check.py): about 8 minutes on one H100/H200, resumable.
+# `make gpu-check ARGS=--dry-run` runs every part at a tiny size on the CPU.
+gpu-check: $(VENV)/.installed
+	$(PY) -m bench.gpu_check $(ARGS)

@@ -1,10 +1,12 @@
-"""Images/s of decode + training augmentation for each input path, as ratios to PIL in one process.
+"""Images/s of each ImageNet input path `richreps.pretrain` can use, as ratios to PIL in one process.
 
     python -m bench.data_throughput [--n 256] [--size 224] [--batch 64]
 
-Paths: PIL in the main process (the baseline); the CPU DataLoader with workers sized from the
-core count; batched torchvision.io decode + batch-wise augmentation on the CPU; the same on CUDA
-(nvjpeg) where a GPU exists; and the multi-cue benchmark's generator.
+Every path timed is the product's own: the training dataset's `__getitem__` in the main process (PIL
+decode + the reference transforms; the baseline), and the stream `richreps.data.streams.make_data`
+returns for `--decode cpu` (PIL in DataLoader workers, sized from the core count) and `--decode gpu`
+(bytes from the workers, batched decode + augmentation on the device: the CPU here, nvjpeg on CUDA
+where a GPU exists). The multi-cue benchmark's generator is timed for comparison.
 """
 
 from __future__ import annotations
@@ -18,83 +20,67 @@ from pathlib import Path
 import torch
 
 from bench.common import imagenet_like_folder, rate
-from richreps.data import build_dataset, cues, pretrain_transform
-from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes, cpu_loader, default_workers
+from richreps.config import Recipe
+from richreps.data import cues
+from richreps.data.pipeline import default_workers
+from richreps.data.streams import make_data
 
 
-def forever(loader):
-    """Re-iterate a loader every epoch (itertools.cycle would replay cached batches)."""
-    while True:
-        yield from loader
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256, help="JPEGs to generate")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--workdir", default=None, help="where to write the JPEG folder (default: a temp dir)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="richreps_bench_"))
-    imagenet_like_folder(root, args.n)
-    ds = build_dataset(
-        "imagenet", root, "train", transform=pretrain_transform(True, args.size), val_fraction=0.01
-    )
-    sizes = [os.path.getsize(p) for p, _ in ds.samples]
+    root = imagenet_like_folder(Path(args.workdir or tempfile.mkdtemp(prefix="richreps_bench_")), args.n)
+    recipe = Recipe(data="imagenet", data_root=str(root), image_size=args.size, global_batch=args.batch)
+    cpu = torch.device("cpu")
+
+    def stream(decode: str, device: torch.device, workers: int | None = None):
+        return make_data(recipe, 0, 0, 1, device, args.batch, workers, decode)[0]
+
+    dataset = stream("cpu", cpu, 0).dataset  # the training dataset, augmentation seeded per sample
+    sizes = [os.path.getsize(p) for p, _ in dataset.base.samples]
     print(
-        f"{len(ds)} JPEGs, mean {sum(sizes) / len(sizes) / 1e3:.0f} KB; cores {os.cpu_count()}; "
+        f"{len(dataset)} JPEGs, mean {sum(sizes) / len(sizes) / 1e3:.0f} KB; cores {os.cpu_count()}; "
         f"torch {torch.__version__}; size {args.size}, batch {args.batch}"
     )
-
-    order = itertools.cycle(range(len(ds)))
+    order = itertools.cycle(range(len(dataset)))
 
     def pil_batch() -> int:
         for _ in range(args.batch):
-            ds[next(order)]
+            dataset[next(order)]
         return args.batch
 
-    results = {"PIL, main process (baseline)": rate(pil_batch, args.seconds)}
-
+    results = {"PIL dataset, main process (baseline)": rate(pil_batch, args.seconds)}
     workers = default_workers()
-    if workers > 0:
-        loader = cpu_loader(ds, args.batch, workers=workers, shuffle=True, drop_last=True)
-        it = forever(loader)
-        results[f"PIL, DataLoader x{workers} workers"] = rate(
-            lambda: len(next(it)[1]), args.seconds, warmup=2
-        )
-
-    raw = cpu_loader(
-        JpegBytes(ds.samples), args.batch, workers=0, shuffle=True, drop_last=True, collate_fn=collate_bytes
-    )
-    batches = [b for b, _ in itertools.islice(raw, 4)]
-    aug = BatchAugment(size=args.size, device="cpu")
-    cyc = itertools.cycle(batches)
-    results["torchvision.io decode + batch augment, CPU"] = rate(
-        lambda: aug(next(cyc)).shape[0], args.seconds
-    )
-
+    paths = [("cpu", cpu, f"--decode cpu stream: PIL, DataLoader x{workers} workers")]
+    paths.append(("gpu", cpu, f"--decode gpu stream on the CPU: batched decode, x{workers} readers"))
     if torch.cuda.is_available():
-        gpu = BatchAugment(size=args.size, device="cuda", channels_last=True)
+        name = torch.cuda.get_device_name()
+        paths.append(("gpu", torch.device("cuda"), f"--decode gpu stream: nvjpeg on {name}"))
+    for decode, device, label in paths:
+        s = stream(decode, device)
 
-        def gpu_batch() -> int:
-            out = gpu(next(cyc))
-            torch.cuda.synchronize()
-            return out.shape[0]
+        def batch(s=s, device=device) -> int:
+            x, _ = s.next()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return len(x)
 
-        results[f"nvjpeg decode + batch augment, {torch.cuda.get_device_name()}"] = rate(
-            gpu_batch, args.seconds
-        )
+        results[label] = rate(batch, args.seconds, warmup=2)
 
     results["multi-cue generator, 32 px (CPU)"] = rate(
         lambda: len(cues.sample_pretrain(10_000, [1, 1, 1, 1], seed=0).labels), args.seconds
     )
-
-    base = results["PIL, main process (baseline)"]
-    print(f"{'path':<55} {'images/s':>10} {'x baseline':>10}")
+    base = results["PIL dataset, main process (baseline)"]
+    print(f"{'path':<62} {'images/s':>10} {'x baseline':>10}")
     for name, r in results.items():
-        print(f"{name:<55} {r:>10.0f} {r / base:>10.2f}")
+        print(f"{name:<62} {r:>10.0f} {r / base:>10.2f}")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,102 +1,106 @@
-"""Training-step images/s fed by the real input pipeline vs by synthetic tensors already on the device.
+"""Images/s of `richreps.pretrain`'s own training step, fed by its real ImageNet stream vs by a fixed batch on the device.
 
-    python -m bench.pretrain_throughput [--arch resnet50] [--size 224] [--batch 256] [--compile]
+    python -m bench.pretrain_throughput [--arch resnet50] [--size 224] [--batch 256] [--decode cpu gpu] [--compile]
 
-Both measurements run in this process on the same model and optimizer (schedule-free AdamW); the
-figure is their ratio (goal on one H100/H200: >= 0.95), plus the absolute rate. On CUDA the model
-runs in bf16 with channels_last, and the real pipeline decodes JPEGs with nvjpeg and augments on
-the GPU; on the CPU it uses the DataLoader with PIL.
+The trainer is built by `pretrain.build` and `pretrain.wrap` from a generated ImageFolder and the timed
+call is `pretrain.train_step`, the step `richreps.pretrain` loops over, so the figures are that loop's.
+All measurements run in this process on one trainer: a synthetic stream that returns one batch
+already on the device, then, per decode path, the stream `make_data` gives it (`--decode cpu`: PIL in
+loader workers; `gpu`: batched decode + augmentation on the device, nvjpeg on CUDA). The figure is
+the ratio real / synthetic (goal on one H100/H200 with `--decode gpu`: >= 0.95), plus the absolute rates. On CUDA the
+step runs in bf16 with channels_last, as in training.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-from schedulefree import AdamWScheduleFree
 
 from bench.common import imagenet_like_folder, rate
-from richreps.data import build_dataset, index_dataset, pretrain_transform
-from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes, cpu_loader, default_workers
-from richreps.models import build_model
+from richreps import pretrain
+from richreps.data.pipeline import default_workers
+from richreps.data.streams import make_data
 
 
-def main() -> None:
+class FixedBatch:
+    """The stream interface over one batch already on the device: the step without any input cost."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+
+def trainer_for(root: Path, args: argparse.Namespace, decode: str) -> pretrain.Trainer:
+    flags = ["--out", str(root / "unused"), "--steps", "1", "--data", "imagenet", "--data-root", str(root)]
+    flags += ["--arch", args.arch, "--image-size", str(args.size), "--global-batch", str(args.batch)]
+    flags += ["--decode", decode, *(["--workers", str(args.workers)] if args.workers is not None else [])]
+    run_args = pretrain.parse_args(flags + (["--compile"] if args.compile else []))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t = pretrain.build(run_args, rank=0, world=1, device=device)
+    pretrain.wrap(t, run_args.compile)
+    return t
+
+
+def trainer_stream(t: pretrain.Trainer, decode: str, workers: int | None):
+    """The training stream `richreps.pretrain` builds for another decode path, same recipe and seed."""
+    micro = t.recipe.micro_batch or t.recipe.global_batch
+    return make_data(t.recipe, 0, 0, 1, t.device, micro, workers, decode)[0]
+
+
+def measure(t: pretrain.Trainer, seconds: float, warmup: int) -> float:
+    def step() -> int:
+        pretrain.train_step(t)
+        if t.device.type == "cuda":
+            torch.cuda.synchronize()
+        return t.recipe.global_batch
+
+    return rate(step, seconds, warmup)
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="resnet50")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--decode", nargs="+", choices=("cpu", "gpu"), default=["cpu", "gpu"])
     ap.add_argument("--n", type=int, default=512, help="JPEGs in the generated folder")
+    ap.add_argument("--workers", type=int, default=None, help="loader workers (default: from the cores)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, loader start)")
     ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
     root = imagenet_like_folder(Path(args.workdir or tempfile.mkdtemp(prefix="richreps_bench_")), args.n)
-
-    model = build_model(args.arch, 1000).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    opt = AdamWScheduleFree(model.parameters(), lr=0.0025, betas=(0.9, 0.99552), weight_decay=0.0812)
-    opt.train()
-    model.train()
-    step_model = torch.compile(model) if args.compile else model
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2)
-
-    def step(x, y) -> int:
-        with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
-            loss = loss_fn(step_model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
-        return len(y)
-
-    x_syn = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    if cuda:
-        x_syn = x_syn.contiguous(memory_format=torch.channels_last)
-    y_syn = torch.randint(1000, (args.batch,), device=device)
-    synthetic = rate(lambda: step(x_syn, y_syn), args.seconds, warmup=3)
-
-    if cuda:
-        samples = index_dataset("imagenet", root).train
-        loader = cpu_loader(
-            JpegBytes(samples),
-            args.batch,
-            workers=default_workers(),
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate_bytes,
+    cuda = torch.cuda.is_available()
+    card = torch.cuda.get_device_name() if cuda else "CPU"
+    results = {"device": card, "torch": torch.__version__, "arch": args.arch, "size": args.size,
+               "batch": args.batch, "compiled": args.compile, "workers": args.workers if args.workers is not None else default_workers()}  # fmt: skip
+    print(f"{args.arch} {args.size}px batch {args.batch} on {card}, torch {torch.__version__}"
+          f"{' (compiled)' if args.compile else ''}; loader workers {results['workers']}")  # fmt: skip
+    t = trainer_for(root, args, args.decode[0])  # one model (compiled once) for every decode path
+    x, y = t.stream.next()
+    real_stream, t.stream = t.stream, FixedBatch(x.to(t.device), y.to(t.device))
+    synthetic = measure(t, args.seconds, args.warmup)
+    results["synthetic_images_per_s"] = round(synthetic, 1)
+    print(f"synthetic batch on the device:        {synthetic:10,.0f} images/s")
+    for decode in args.decode:
+        t.stream = real_stream if decode == args.decode[0] else trainer_stream(t, decode, args.workers)
+        real = measure(t, args.seconds, args.warmup)
+        results[f"real_{decode}_images_per_s"] = round(real, 1)
+        results[f"ratio_{decode}"] = round(real / synthetic, 3)
+        print(
+            f"real stream, --decode {decode}:  {real:10,.0f} images/s  ratio real/synthetic {real / synthetic:.3f}"
         )
-        aug = BatchAugment(args.size, device=device, channels_last=True)
-
-        def batches():
-            while True:
-                for enc, y in loader:
-                    yield aug(enc), y.to(device, non_blocking=True)
-    else:
-        ds = build_dataset("imagenet", root, "train", pretrain_transform(True, args.size), val_fraction=0.01)
-        loader = cpu_loader(ds, args.batch, workers=default_workers(), shuffle=True, drop_last=True)
-
-        def batches():
-            while True:
-                yield from loader
-
-    it = batches()
-    real = rate(lambda: step(*next(it)), args.seconds, warmup=2)
-    name = torch.cuda.get_device_name() if cuda else "CPU"
-    print(
-        f"{args.arch} {args.size}px batch {args.batch} on {name}{' (compiled)' if args.compile else ''}; "
-        f"loader workers {default_workers()}"
-    )
-    print(f"synthetic tensors on the device: {synthetic:,.0f} images/s")
-    print(f"real input pipeline:             {real:,.0f} images/s")
-    print(f"ratio real / synthetic:          {real / synthetic:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":

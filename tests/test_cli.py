@@ -1,5 +1,6 @@
 """Every command line of the README and the docstrings, run as a subprocess the way a user types it."""
 
+import json
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ MODULES = [
     "bench.data_throughput",
     "bench.pretrain_throughput",
     "bench.probe_speed",
+    "bench.gpu_check",
 ]
 
 
@@ -127,6 +129,21 @@ def test_benchmarks_run_at_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     out = sh("python -m bench.probe_speed --sizes 200 100 200 --reference-epochs 1", cwd=tmp_path)
     assert out.returncode == 0 and "speed-up vs scikit-learn" in out.stdout, out.stderr[-2000:]
+
+
+def test_gpu_check_dry_run_exercises_every_part_and_resumes(tmp_path):
+    out = sh(f"make gpu-check ARGS='--dry-run --out {tmp_path}'", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    parts = summary["parts"]
+    assert set(parts) == {"throughput", "decode", "end_to_end", "probe", "notebooks"}
+    assert all(p["device"] and p["torch"] for p in parts.values())  # every figure names its card and torch
+    e2e = parts["end_to_end"]
+    assert e2e["pretrain_exit"] == 0 and e2e["probe_exit"] == 0 and e2e["bn_recalibrated"]
+    assert "CAT2 imagenet [fast]: test accuracy" in e2e["probe_output"]
+    assert parts["notebooks"]["exit"] == 0 and "ResNet-50" in (tmp_path / "summary.md").read_text()
+    again = sh(f"python -m bench.gpu_check --dry-run --out {tmp_path}")
+    assert again.returncode == 0 and again.stdout.count("done earlier") == 5
 
 
 def test_papermill_from_the_repository_root_writes_inside_it():

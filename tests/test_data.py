@@ -256,7 +256,7 @@ def imagenet_stream(root, decode, seed=0):
     from richreps.data.streams import make_data
 
     recipe = Recipe(data="imagenet", data_root=str(root), image_size=24, global_batch=4, val_fraction=0.1)
-    return make_data(recipe, seed, 0, 1, torch.device("cpu"), micro=4, workers=0, decode=decode)[0]
+    return make_data(recipe, seed, 0, 1, torch.device("cpu"), micro=4, workers=1, decode=decode)[0]
 
 
 @pytest.mark.parametrize("decode", ["cpu", "gpu"])

@@ -67,8 +67,8 @@ class JpegBytes(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
-        path, label = self.samples[i]
+    def __getitem__(self, key: int | tuple[int, int]):
+        path, label = self.samples[key[1] if isinstance(key, tuple) else key]  # (epoch, i) from EpochTagged
         data = Path(path).read_bytes()
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), label, path
 

@@ -59,3 +59,19 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         if state["seed"] != self.seed:
             raise ValueError(f"sampler seed {self.seed} differs from the checkpoint's {state['seed']}")
         self.set_epoch(state["epoch"], state["start"])
+
+
+class EpochTagged(torch.utils.data.Sampler):
+    """Yields (epoch, index) pairs of a ResumableSampler, so that datasets whose augmentation is
+    seeded by the epoch see the right one inside persistent loader workers, which keep their
+    own copy of the dataset and never see an attribute set on it after they start."""
+
+    def __init__(self, sampler: ResumableSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

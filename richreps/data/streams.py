@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from richreps.config import Recipe
-from richreps.data.sampler import ResumableSampler
+from richreps.data.sampler import EpochTagged, ResumableSampler
 
 
 class _Stream:
@@ -90,40 +90,31 @@ class LoaderStream(_Stream):
         augment=None,
         collate_fn=None,
     ):
-        self.dataset, self.batch, self.workers, self.seed = dataset, batch, workers, seed
-        self.augment, self.collate_fn = augment, collate_fn
+        from richreps.data.pipeline import cpu_loader, default_workers
+
+        self.dataset, self.batch, self.seed, self.augment = dataset, batch, seed, augment
         self.sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
+        # The loader reads its own copy of the position, set at every (re)start; one loader for the
+        # whole run, so its persistent workers start once, not at every epoch.
+        self.loader_sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
+        self.loader = cpu_loader(
+            dataset,
+            batch,
+            sampler=EpochTagged(self.loader_sampler),
+            workers=default_workers() if workers is None else workers,
+            drop_last=True,
+            collate_fn=collate_fn,
+        )
         self.it = None
 
     def restart(self) -> None:
         self.it = None
 
     def next(self):
-        from richreps.data.pipeline import cpu_loader, default_workers
-
         while True:
             if self.it is None:
-                self.dataset.epoch = self.sampler.epoch
-                # the sampler is copied into the loader's iterator, so advancing ours is safe
-                loader_sampler = ResumableSampler(
-                    self.sampler.n,
-                    self.sampler.num_replicas,
-                    self.sampler.rank,
-                    self.sampler.seed,
-                    drop_last=True,
-                )
-                loader_sampler.set_epoch(self.sampler.epoch, self.sampler.start)
-                workers = default_workers() if self.workers is None else self.workers
-                self.it = iter(
-                    cpu_loader(
-                        self.dataset,
-                        self.batch,
-                        sampler=loader_sampler,
-                        workers=workers,
-                        drop_last=True,
-                        collate_fn=self.collate_fn,
-                    )
-                )
+                self.loader_sampler.set_epoch(self.sampler.epoch, self.sampler.start)
+                self.it = iter(self.loader)
             try:
                 batch = next(self.it)
             except StopIteration:
@@ -150,8 +141,9 @@ class SeededSamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int):
-        torch.manual_seed(hash((self.seed, self.epoch, i)) % (2**63))
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)  # (epoch, i) from EpochTagged
+        torch.manual_seed(hash((self.seed, epoch, i)) % (2**63))
         return self.base[i]
 
 
