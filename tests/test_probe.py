@@ -203,3 +203,32 @@ def test_real_dataset_path_on_generated_cifar(tmp_path):
     assert sets["train"].features.shape == (190, 128) and len(sets["test"].labels) == 50
     r = probe.fast_probe(sets["train"], sets["val"], sets["test"])
     assert 0.0 <= r.test_acc <= 1.0 and r.weight_decay in probe.FAST_WD
+
+
+def test_the_device_reaches_extraction_probing_and_direct_training(tmp_path, monkeypatch):
+    """Notebook 04 passes one device; every extraction, probe and evaluation must run there (a GPU at
+    paper scale), never silently on the CPU. `cpu:0` stands for it here: distinct from the default."""
+    from richreps import pretrain
+
+    device = torch.device("cpu", 0)
+    seen: dict[str, set] = {"extract": set(), "probe": set(), "evaluate": set()}
+
+    def spy(name, fn, position):
+        def wrapped(*args, **kwargs):
+            seen[name].add(str(kwargs["device"] if "device" in kwargs else args[position]))
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(features, "extract", spy("extract", features.extract, 4))
+    monkeypatch.setattr(experiment, "fast_probe", spy("probe", experiment.fast_probe, 3))
+    monkeypatch.setattr(pretrain, "evaluate", spy("evaluate", pretrain.evaluate, 2))
+    a, b = members_files(tmp_path)
+    reps = {0: [experiment.Representation("CAT2", 2, 1, (str(a), str(b)))]}
+    sizes = {"train": 60, "val": 30, "test": 30}
+    recipe = Recipe(width=8, global_batch=16, bn_batches=1, val_size=30)
+    experiment.probe_cues(reps, recipe, ["color"], sizes, [0.01], [], tmp_path / "cache", device)
+    experiment.direct_training(recipe, ["color"], 2, 64, sizes, 1, tmp_path / "direct", 1, device)
+    assert seen["extract"] == seen["probe"] == {"cpu:0"} and "cpu:0" in seen["evaluate"]
+    training_device = str(pretrain.setup()[2])  # direct training's own loop evaluates where it trains
+    assert seen["evaluate"] <= {"cpu:0", training_device}
