@@ -126,6 +126,7 @@ def probe_rows(
             sets = {
                 s: features.concat([feats[task][s][f] for f in rep.files]) for s in ("train", "val", "test")
             }
+            classes = int(max(int(sets[s].labels.max()) for s in sets)) + 1
             for k in [*shots, 0]:
                 train = (
                     sets["train"]
@@ -141,6 +142,7 @@ def probe_rows(
                         "steps_per_member": rep.steps_per_member,
                         "compute_steps": rep.compute_steps,
                         "task": IID if task == "mixture" else task,
+                        "chance": 1.0 / classes,
                         "shots": "all" if k == 0 else k,
                         "test_acc": r.test_acc,
                         "val_acc": r.val_acc,
@@ -224,6 +226,7 @@ def direct_training(
     Training runs on the GPU when one is present (`pretrain.setup`); evaluation runs on `device`.
     """
     from richreps import pretrain
+    from richreps.data import cues
 
     if steps < 1 or recipe.data != "cues":
         return []
@@ -275,6 +278,7 @@ def direct_training(
                     "steps_per_member": steps,
                     "compute_steps": steps,
                     "task": task,
+                    "chance": 1.0 / cues.TASKS[task].n_classes,
                     "shots": "all",
                     "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
                     "val_acc": val_acc,

@@ -170,24 +170,28 @@ def plot_training_curves(metrics: pd.DataFrame) -> plt.Figure:
 def plot_paper_vs_measured(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.Figure:
     """Figure 6 / Table 3: accuracy vs members at fixed compute, the paper's beside this run's.
 
-    Both frames have n_models, dataset, accuracy; `measured` also sd (over replicate seed sets).
+    Both frames have n_models, dataset, accuracy. `measured` (`aggregate.fig6_measured`) also has
+    `trained` and `ci`: trained CATn are solid lines, the untrained controls dashed in the same
+    colour, both with 95 % interval bars over replicate seed sets.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, df, title in (
-        (axes[0], paper, "paper (Table 3, ResNet-50, ImageNet)"),
-        (axes[1], measured, "measured (this run)"),
+        (axes[0], paper.assign(trained=True), "paper (Table 3, ResNet-50, ImageNet)"),
+        (axes[1], measured, "measured (this run; dashed: untrained controls; bars: 95 % CI)"),
     ):
-        for i, (name, sub) in enumerate(df.groupby("dataset", sort=False)):
+        names = list(dict.fromkeys(df["dataset"]))
+        for (name, trained), sub in df.groupby(["dataset", "trained"], sort=False):
             sub = sub.sort_values("n_models")
-            color = sns.color_palette("tab10")[i % 10]
             ax.errorbar(
                 sub["n_models"],
                 sub["accuracy"],
-                yerr=sub["sd"] if "sd" in sub else None,
-                marker="o",
+                yerr=sub["ci"] if "ci" in sub else None,
+                marker="o" if trained else "x",
+                linestyle="-" if trained else "--",
                 capsize=3,
-                color=color,
-                label=name,
+                color=sns.color_palette("tab10")[names.index(name) % 10],
+                label=name if trained else f"{name} (untrained)",
+                alpha=1.0 if trained else 0.6,
             )
         ax.set(
             title=title,
@@ -195,7 +199,8 @@ def plot_paper_vs_measured(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.F
             ylabel="top-1 accuracy (%)",
             xticks=sorted(df["n_models"].unique()),
         )
-        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 

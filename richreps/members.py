@@ -80,9 +80,17 @@ def record(path: str | Path) -> dict:
     return {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params", "digest")}
 
 
+def _check_digest(ckpt: dict, path: str | Path) -> None:
+    if ckpt.get("format") == FORMAT and ckpt.get("digest") != payload_digest(ckpt.get("state_dict")):
+        raise CheckpointError(f"{path}: payload checksum mismatch (the weights were altered or damaged)")
+
+
 def require(path: str | Path, recipe: Recipe, seed: int, step: int) -> None:
-    """Refuse, naming the key, a member that is not (recipe, seed, step)."""
-    rec = record(path)
+    """Refuse, naming the key, a member that is not (recipe, seed, step), or whose weights fail their
+    checksum (so a damaged member is never "current": the plan trains it again)."""
+    ckpt = _read(Path(path))
+    _check_digest(ckpt, path)
+    rec = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params", "digest")}
     if rec.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {rec.get('format')!r} records no recipe; retrain it")
     for key, want in (("seed", seed), ("step", step)):
@@ -118,8 +126,7 @@ def load(path: str | Path) -> Member:
     """A member from our own file or from an AlgoPerf-format ResNet-50 checkpoint, in eval mode."""
     path = Path(path)
     ckpt = _read(path)
-    if ckpt.get("format") == FORMAT and ckpt.get("digest") != payload_digest(ckpt.get("state_dict")):
-        raise CheckpointError(f"{path}: payload checksum mismatch (the weights were altered or damaged)")
+    _check_digest(ckpt, path)
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
         member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
         _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)

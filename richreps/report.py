@@ -1,7 +1,8 @@
 """outputs/<params name>/report.md: one page a reader can open without Jupyter.
 
 It is assembled from what the notebooks wrote (manifest.json, tables/*.csv, figures/*.png) and
-says where the measurements agree with the paper and where they differ. Sections whose tables
+says where the measurements agree with the paper and where they differ: by the interval-based
+verdicts of `richreps.verdicts`, so a target that cannot discriminate is never counted either way. Sections whose tables
 are missing say which notebook to run.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from richreps import aggregate
+from richreps import aggregate, verdicts
 from richreps.evidence import load_table
 from richreps.io import to_markdown, write_text
 
@@ -71,7 +72,7 @@ def _claims(out: Path) -> tuple[list[str], list[str]]:
     return lines, differ
 
 
-def _table3(out: Path) -> tuple[list[str], list[str], list[str]]:
+def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
     paper = load_table("table3").set_index("method")
     lines = [
         "**Paper (Table 3, top-1 %, ResNet-50 pretrained on ImageNet-1k, linear probes):**",
@@ -81,41 +82,70 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str]]:
     measured = _table(out, "04_table3_measured")
     long = _table(out, "04_probes_long")
     if measured is None or long is None:
-        return [*lines, "", "Not measured: notebook 04 writes the measured table."], [], []
+        return [*lines, "", "Not measured: notebook 04 writes the measured table."], [], [], []
     lines += [
         "",
         "**Measured (test %, mean ± sd over replicate seed sets):**",
         "",
         to_markdown(measured, index=False),
     ]
-    summary = aggregate.task_summary(long)
-    n_max = summary.attrs["n_max"]
+    calib, table = _table(out, "04_calibration", index_col=0), _table(out, "04_verdicts", index_col=0)
+    if calib is None or table is None:
+        return (
+            [*lines, "", "No verdicts: notebook 04 writes 04_calibration.csv and 04_verdicts.csv."],
+            [],
+            [],
+            [],
+        )
+    n_max = int(long.loc[long["method"].str.match(r"^CAT\d"), "n"].max())
+    lines += [
+        "",
+        "**How far each target can discriminate** (fractions; floor: untrained controls, ceiling: direct "
+        "training, or the mixture's exact Bayes accuracy). Only kept targets earn a verdict:",
+        "",
+        to_markdown(calib.round(3)),
+        "",
+        f"**Verdicts** (points; 95 % paired t intervals over seed sets; agrees: CAT{n_max} - CAT1 above 0 and "
+        f"trained CAT{n_max} above untrained; differs: CAT{n_max} - CAT1 below 0):",
+        "",
+        to_markdown(table.round(2)),
+    ]
     paper_gain = aggregate.paper_gains().iloc[-1]
-    agree, differ = [], []
-    for task, g in summary.iterrows():
-        sd = 0 if pd.isna(g["gain_sd"]) else g["gain_sd"]
-        text = f"CAT{n_max} - CAT1 on `{task}`: {g['gain_mean']:+.1f} ± {sd:.1f} points"
-        if pd.notna(g[f"untrained CAT{n_max}"]):
-            text += f" (untrained CAT{n_max} scores {g[f'untrained CAT{n_max}']:.1f} %)"
+    paper_ood = ", ".join(f"{d} {paper_gain[d]:+.1f}" for d in PAPER_OOD)
+    agree, differ, other = [], [], []
+    for task, r in table.iterrows():
+        gain = verdicts.fmt_interval(r[f"CAT{n_max} - CAT1"], r["low"], r["high"])
+        text = f"CAT{n_max} - CAT1 on `{task}`: {gain} points over {int(r['seed sets'])} seed sets"
         if task == aggregate.IID:
-            (agree if abs(g["gain_mean"]) <= 1.0 else differ).append(
-                f"{text} in distribution; the paper: {paper_gain['imagenet1k']:+.1f} on ImageNet "
-                "(concatenation does not help in distribution)."
+            other.append(
+                f"In distribution, {text} ({r['verdict']}); the paper: {paper_gain['imagenet1k']:+.1f} on ImageNet, "
+                "where it reports no benefit from concatenation."
+            )
+        elif r["verdict"] == "agrees":
+            agree.append(
+                f"{text}, and above untrained CAT{n_max}; the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+            )
+        elif r["verdict"] == "differs":
+            differ.append(
+                f"{text}: CAT{n_max} is below CAT1, where the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
             )
         else:
-            (agree if g["gain_mean"] > 0 else differ).append(
-                f"{text} out of distribution; the paper's CAT5 - CAT1 is positive on every OOD target "
-                f"({', '.join(f'{d} {paper_gain[d]:+.1f}' for d in PAPER_OOD)})."
-            )
+            why = f" ({r['why']})" if r["verdict"] == "uninformative" else ""
+            other.append(f"{text}: **{r['verdict']}**{why}.")
+    summary = aggregate.task_summary(long)
     for task, g in summary.dropna(subset=[aggregate.DIRECT]).iterrows():
         gap = g[aggregate.DIRECT] - g["best probe"]
-        ceiling = " (a ceiling: every representation decodes this task)" if g["best probe"] >= 99.5 else ""
-        (agree if gap > 0 else differ).append(
+        text = (
             f"Direct training on `{task}` reaches {g[aggregate.DIRECT]:.1f} %, the best linear probe "
-            f"{g['best probe']:.1f} % (gap {gap:+.1f}){ceiling}; the paper: transfer falls short of direct "
-            "training (Table 1: 3 and 9 points)."
+            f"{g['best probe']:.1f} % (gap {gap:+.1f})"
         )
-    return lines, agree, differ
+        if task not in calib.index or not bool(calib.loc[task, "kept"]):
+            other.append(f"{text}: not counted, the target is uninformative.")
+        else:
+            (agree if gap > 0 else differ).append(
+                f"{text}; the paper: transfer falls short of direct training (Table 1: 3 and 9 points)."
+            )
+    return lines, agree, differ, other
 
 
 def _counterexample(out: Path) -> list[str]:
@@ -138,7 +168,7 @@ def write_report(out_dir: str | Path) -> Path:
     """Assemble report.md in `out_dir` from the run's manifest, tables and figures."""
     out = Path(out_dir)
     claims, claim_differ = _claims(out)
-    table3, agree, differ = _table3(out)
+    table3, agree, differ, other = _table3(out)
     figures = sorted((out / "figures").glob("*.png"))
     lines = [
         f"# richreps report: `{out.name}`",
@@ -154,6 +184,10 @@ def write_report(out_dir: str | Path) -> Path:
         "",
         *([f"- {d}" for d in differ] or ["- (no difference measured)"]),
         *[f"- Claims check: {d}" for d in claim_differ],
+        "",
+        "## Not decided: inconclusive, uninformative, or in distribution",
+        "",
+        *([f"- {o}" for o in other] or ["- (nothing)"]),
         "",
         "## The run",
         "",

@@ -336,6 +336,22 @@ def test_pretraining_mixture_components():
         cues.sample_pretrain(10, [1, -1, 0, 0], seed=0)
 
 
+@pytest.mark.parametrize("weights", [cues.DEFAULT_WEIGHTS, (0.25, 0.25, 0.25, 0.25), (0.7, 0.1, 0.1, 0.1)])
+def test_bayes_accuracy_is_exact_against_monte_carlo(weights):
+    exact = cues.bayes_accuracy(weights)
+    batch = cues.sample_pretrain(100_000, weights, seed=11)
+    mc = float((cues.bayes_predict(batch.cues, weights) == batch.labels).double().mean())
+    assert abs(mc - exact) < 4 * (exact * (1 - exact) / 100_000) ** 0.5
+
+
+def test_bayes_accuracy_limits():
+    assert cues.bayes_accuracy((1, 0, 0, 0)) == 1.0  # one component: the label is always on show
+    assert abs(cues.bayes_accuracy(cues.DEFAULT_WEIGHTS, observed=()) - 0.1) < 1e-12  # nothing seen: chance
+    assert abs(cues.bayes_accuracy((0.5, 0.5, 0, 0), observed=("shape",)) - (0.5 + 0.5 * 0.1)) < 1e-12
+    full = cues.bayes_accuracy(cues.DEFAULT_WEIGHTS)
+    assert cues.bayes_accuracy(cues.DEFAULT_WEIGHTS, ("shape", "color")) < full
+
+
 def test_glyph_pools_are_disjoint():
     pre, pre_y = cues.glyph_pool("pretrain")
     tra, tra_y = cues.glyph_pool("transfer")

@@ -267,6 +267,19 @@ def test_a_finitely_corrupted_member_is_refused(tmp_path):
         members.load(path)
 
 
+def test_a_damaged_member_is_not_current_so_the_plan_trains_it_again(tmp_path):
+    from richreps.config import Recipe
+
+    args = args_for(tmp_path, 2)
+    pretrain.train(args)
+    path, recipe = members.member_path(tmp_path, 0, 2), Recipe.from_namespace(args)
+    assert members.is_current(path, recipe, 0, 2)
+    tamper(path, "state_dict")
+    assert not members.is_current(path, recipe, 0, 2)
+    with pytest.raises(members.CheckpointError, match="payload checksum mismatch"):
+        members.require(path, recipe, 0, 2)
+
+
 def test_a_finitely_corrupted_cache_file_is_recomputed(tmp_path):
     batches = toy_batches()
     ref = features.extract({"a": Identity()}, batches, "toy", tmp_path)["a"]

@@ -12,6 +12,7 @@ Generation is deterministic from a seed, vectorised in torch, and runs on the GP
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,6 +84,10 @@ class Difficulty:
     noise: float = 0.08  # std of Gaussian pixel noise
     color_jitter: float = 0.10  # std of a per-image shift of the stroke colour
     texture_contrast: float = 0.35  # amplitude of the background texture
+    texture_phase: bool = False  # a random phase per image (else every grating starts at 0)
+    texture_jitter: float = 0.0  # std (radians) of a per-image rotation of the grating
+    contrast_jitter: float = 0.0  # per-image texture contrast scaled by U(1 - j, 1 + j)
+    background_tint: float = 0.0  # std of a per-image RGB shift of the background (a nuisance for colour)
 
 
 @dataclass
@@ -139,6 +144,35 @@ def textures() -> torch.Tensor:
     return torch.stack(out)
 
 
+def _backgrounds(values: torch.Tensor, difficulty: Difficulty, generator: torch.Generator) -> torch.Tensor:
+    """(N, 32, 32) grey backgrounds around 0.5 carrying the texture cue.
+
+    Without jitter these are the ten fixed gratings of `textures()`. With `texture_phase`,
+    `texture_jitter` or `contrast_jitter`, each image draws its own phase, rotation and contrast
+    around its value's orientation and frequency, so that only orientation and frequency identify it.
+    """
+    d, device, n = difficulty, values.device, len(values)
+    if not (d.texture_phase or d.texture_jitter or d.contrast_jitter):
+        return textures().to(device)[values].mul_(0.5 * d.texture_contrast).add_(0.5)
+    theta = torch.pi * (values % 5).double() / 5
+    theta = theta + d.texture_jitter * torch.randn(n, device=device, generator=generator).double()
+    freq = torch.where(values < 5, 2.0, 5.0).double() * 2 * torch.pi / SIZE
+    phase = (
+        2 * torch.pi * torch.rand(n, device=device, generator=generator).double()
+        if d.texture_phase
+        else 0 * theta
+    )
+    contrast = 1 + d.contrast_jitter * (2 * torch.rand(n, device=device, generator=generator) - 1)
+    yy, xx = torch.meshgrid(
+        torch.arange(SIZE, dtype=torch.float64, device=device),
+        torch.arange(SIZE, dtype=torch.float64, device=device),
+        indexing="ij",
+    )
+    arg = freq[:, None, None] * (xx * theta.cos()[:, None, None] + yy * theta.sin()[:, None, None])
+    grating = torch.sin(arg + phase[:, None, None]).float()
+    return grating.mul_((0.5 * d.texture_contrast * contrast)[:, None, None]).add_(0.5)
+
+
 def render(
     cues: torch.Tensor, pick: torch.Tensor, pool: str, difficulty: Difficulty, generator: torch.Generator
 ) -> torch.Tensor:
@@ -153,13 +187,17 @@ def render(
     for p, (x0, y0) in enumerate(POSITIONS):
         sel = cues[:, 3] == p
         mask[sel, y0 : y0 + GLYPH, x0 : x0 + GLYPH] = mask_small[sel]
-    background = textures().to(device)[cues[:, 2]].mul_(0.5 * difficulty.texture_contrast).add_(0.5)
+    background = _backgrounds(cues[:, 2], difficulty, generator)
     stroke = PALETTE.to(device)[cues[:, 1]]
     stroke = (
         stroke + difficulty.color_jitter * torch.randn(n, 3, device=device, generator=generator)
     ).clamp_(0, 1)
     shape = (n, 3, SIZE, SIZE)
-    img = torch.lerp(background[:, None].expand(shape), stroke[:, :, None, None].expand(shape), mask[:, None])
+    background = background[:, None].expand(shape)
+    if difficulty.background_tint:
+        tint = difficulty.background_tint * torch.randn(n, 3, 1, 1, device=device, generator=generator)
+        background = background + tint
+    img = torch.lerp(background, stroke[:, :, None, None].expand(shape), mask[:, None])
     noise = torch.randn(shape, device=device, generator=generator)
     return img.add_(noise, alpha=difficulty.noise).clamp_(0, 1)
 
@@ -253,6 +291,40 @@ def pretrain_splits(
         s: sample_pretrain(n, weights, split_seed(seed, "pretrain", s), redundant, difficulty, device)
         for s, n in sizes.items()
     }
+
+
+def bayes_accuracy(weights, observed: tuple[str, ...] = CUES) -> float:
+    """The pretraining mixture's Bayes accuracy, exactly, for a reader that sees the `observed` cues'
+    values without error (the cue model; the images add glyph ambiguity and noise on top, so a
+    network can only approach it from below).
+
+    Label y is uniform; component j (probability w_j) sets cue j to y and every other cue is uniform
+    over the V values. So P(y, c) = V^-K * sum_j w_j [c_j = y] for a vector c of K observed cues, where
+    an unobserved cue j contributes w_j / V whatever y is. The Bayes rule picks argmax_y of that sum;
+    its accuracy is sum over observed vectors of max_y P(y, c_obs), enumerated exactly (V^|observed|
+    terms: 10,000 for all four cues).
+    """
+    check_weights(weights)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    w = w / w.sum()
+    idx = [CUES.index(c) for c in observed]
+    hidden = float(sum(w[j] for j in range(len(CUES)) if j not in idx)) / N_VALUES
+    vectors = list(itertools.product(range(N_VALUES), repeat=len(idx)))  # every observed cue vector
+    values = torch.tensor(vectors, dtype=torch.long).reshape(len(vectors), len(idx))
+    y = torch.arange(N_VALUES)
+    score = torch.full((len(values), N_VALUES), hidden, dtype=torch.float64)
+    for k, j in enumerate(idx):
+        score += w[j] * (values[:, k, None] == y).double()
+    return float(score.max(1).values.sum()) / N_VALUES ** len(idx)
+
+
+def bayes_predict(cue_values: torch.Tensor, weights) -> torch.Tensor:
+    """The Bayes rule of `bayes_accuracy` on (N, 4) cue values: argmax_y sum_j w_j [c_j = y]
+    (ties broken towards the smallest label, which does not change the accuracy)."""
+    w = check_weights(weights).double().to(cue_values.device)
+    y = torch.arange(N_VALUES, device=cue_values.device)
+    score = ((cue_values[:, :, None] == y).double() * w[None, :, None]).sum(1)
+    return score.argmax(1)
 
 
 def oracle_accuracy(batch: CueBatch, cue: str) -> float:

@@ -1,0 +1,97 @@
+"""Verdicts follow paired intervals over seed sets, and only on targets that can discriminate."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from richreps import verdicts
+from richreps.aggregate import IID
+
+
+def long_table(task: str, accs: dict[str, list[float]], chance: float = 0.1) -> pd.DataFrame:
+    """Rows in notebook 04's long format: one per method and seed set, all labelled examples."""
+    n_of = {"CAT1 (baseline)": 1, "CAT5": 5, "untrained CAT1": 1, "untrained CAT5": 5, "direct training": 1}
+    rows = [
+        {
+            "replicate": k,
+            "method": m,
+            "n": n_of[m],
+            "task": task,
+            "shots": "all",
+            "test_acc": a,
+            "chance": chance,
+        }
+        for m, values in accs.items()
+        for k, a in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def decided(task: str, accs: dict[str, list[float]], bayes=None) -> pd.Series:
+    long = long_table(task, accs)
+    calib = verdicts.calibration(long, bayes)
+    return verdicts.verdicts(long, calib).loc[task]
+
+
+BASE = {
+    "untrained CAT1": [0.50, 0.52, 0.51],
+    "untrained CAT5": [0.55, 0.54, 0.56],
+    "direct training": [0.97] * 3,
+}
+
+
+def test_paired_interval_is_the_student_t_interval():
+    mean, lo, hi, n = verdicts.paired_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) x sd 1 / sqrt(3)
+    assert (mean, n) == (2.0, 3) and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert math.isnan(verdicts.paired_interval([1.5])[1])  # one seed set: no interval
+
+
+def test_agrees_when_the_gain_and_the_gain_over_random_features_are_both_above_zero():
+    r = decided("color", {**BASE, "CAT1 (baseline)": [0.80, 0.82, 0.81], "CAT5": [0.85, 0.88, 0.86]})
+    assert r["verdict"] == "agrees" and r["low"] > 0
+
+
+def test_differs_when_the_interval_lies_below_zero():
+    r = decided("color", {**BASE, "CAT1 (baseline)": [0.85, 0.88, 0.86], "CAT5": [0.80, 0.82, 0.81]})
+    assert r["verdict"] == "differs" and r["high"] < 0
+
+
+def test_inconclusive_when_the_interval_straddles_zero_or_there_is_one_seed_set():
+    r = decided("color", {**BASE, "CAT1 (baseline)": [0.80, 0.86, 0.81], "CAT5": [0.84, 0.82, 0.83]})
+    assert r["verdict"] == "inconclusive" and r["low"] < 0 < r["high"]
+    one = {k: v[:1] for k, v in BASE.items()}
+    r = decided("color", {**one, "CAT1 (baseline)": [0.80], "CAT5": [0.90]})
+    assert r["verdict"] == "inconclusive" and r["seed sets"] == 1
+
+
+def test_a_gain_that_random_features_match_is_not_agreement():
+    same = {**BASE, "untrained CAT5": [0.72, 0.66, 0.71]}
+    r = decided("color", {**same, "CAT1 (baseline)": [0.60, 0.70, 0.65], "CAT5": [0.65, 0.75, 0.70]})
+    assert r["low"] > 0 and r["verdict"] == "inconclusive"
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"direct training": [0.85] * 3}, "ceiling below 90%"),
+        ({"untrained CAT5": [0.95, 0.96, 0.97]}, "floor within 20 points"),
+        ({"direct training": []}, "no ceiling measured"),
+    ],
+)
+def test_uninformative_targets_are_never_counted(change, why):
+    accs = {**BASE, "CAT1 (baseline)": [0.80, 0.82, 0.81], "CAT5": [0.85, 0.88, 0.86], **change}
+    r = decided("texture", {k: v for k, v in accs.items() if v})
+    assert r["verdict"] == "uninformative" and why in r["why"]
+    long = long_table("texture", {k: v for k, v in accs.items() if v})
+    lines = verdicts.verdict_lines(verdicts.verdicts(long, verdicts.calibration(long)))
+    assert "0 agrees, 0 differs, 0 inconclusive, 1 uninformative" in lines[-1]
+
+
+def test_the_mixture_is_calibrated_against_its_bayes_accuracy():
+    accs = {"untrained CAT1": [0.20] * 3, "untrained CAT5": [0.22] * 3, "CAT5": [0.40, 0.41, 0.42]}
+    learned = decided(IID, {**accs, "CAT1 (baseline)": [0.43, 0.44, 0.45]}, bayes={IID: 0.469})
+    assert learned["verdict"] == "differs"
+    barely = decided(IID, {**accs, "CAT1 (baseline)": [0.30, 0.31, 0.32]}, bayes={IID: 0.469})
+    assert barely["verdict"] == "uninformative" and "did not learn" in barely["why"]
