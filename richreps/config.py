@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from richreps.data.cues import DEFAULT_WEIGHTS
+from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")
@@ -42,6 +42,9 @@ class Recipe:
     cue_task: str = _f("mixture", "cues: 'mixture' (pretraining) or a transfer task (direct training)")
     cue_weights: tuple[float, ...] = _f(DEFAULT_WEIGHTS, "cues: mixture weight of each cue's component")
     cue_redundant: tuple[float, ...] | None = _f(None, "cues: per-cue reliabilities instead of components")
+    cue_render: str = _f(
+        DEFAULT_RENDER, "cues: renderer preset (richreps.data.cues.RENDERS)", choices=tuple(RENDERS)
+    )
     train_size: int = _f(20000, "cues: images in the training set", low=1)
     val_size: int = _f(2000, "cues: images in the validation set", low=1)
     data_seed: int = _f(0, "cues: the dataset (shared by all seeds)")

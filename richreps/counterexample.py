@@ -236,6 +236,51 @@ def sweep_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summary.reindex(["interior", "edge", "corner", "total"])
 
 
+def interior_ties() -> pd.DataFrame:
+    """The interior mixtures where 0-1-optimal classifiers using different features tie, exactly.
+
+    The optimum misclassifies the lightest point: a or b (a phi1 classifier) or c or d (phi2). Two
+    features tie iff a point p in {a, b} and a point q in {c, d} are both lightest: m_p = m_q <= the
+    other two masses, with m = lambda @ COMPONENTS linear in lambda. Each of the four (p, q) pieces is
+    a piece of a plane through the simplex: a set of measure zero, which Dirichlet draws never hit,
+    but not empty in the interior. For each piece an LP finds the point farthest from both the
+    simplex's boundary and the other two masses (margin > 0: strictly interior, only p and q tie);
+    `classify_mixture` then reports it as a tie.
+    """
+    rows = []
+    for p in (0, 1):
+        for q in (2, 3):
+            others = [r for r in range(4) if r not in (p, q)]
+            # variables (lambda_1..4, s); maximise s: lambda_i >= s and m_p + s <= m_r for the other r
+            a_ub = [np.r_[COMPONENTS[:, p] - COMPONENTS[:, r], 1.0] for r in others]
+            a_ub += [np.r_[-np.eye(4)[i], 1.0] for i in range(4)]
+            a_eq = [np.r_[np.ones(4), 0.0], np.r_[COMPONENTS[:, p] - COMPONENTS[:, q], 0.0]]
+            res = linprog(
+                np.r_[np.zeros(4), -1.0], A_ub=a_ub, b_ub=np.zeros(len(a_ub)), A_eq=a_eq, b_eq=[1.0, 0.0],
+                bounds=[(0, 1)] * 4 + [(None, None)], method="highs",
+            )  # fmt: skip
+            lam = (
+                np.round(res.x[:4] * 8) / 8
+                if np.allclose(res.x[:4] * 8, np.round(res.x[:4] * 8))
+                else res.x[:4]
+            )
+            coef = np.round(4 * (COMPONENTS[:, p] - COMPONENTS[:, q])).astype(int)
+            eq = " ".join(f"{'+' if c > 0 else '-'} l{i + 1}" for i, c in enumerate(coef) if c).lstrip("+ ")
+            got = classify_mixture(lam)
+            rows.append(
+                {
+                    "lightest points": f"{POINT_NAMES[p]} = {POINT_NAMES[q]}",
+                    "plane": f"{eq} = 0",
+                    "interior example": lam.tolist(),
+                    "margin": float(res.x[4]),
+                    "masses": mixture(lam).tolist(),
+                    "optima use": got["features"],
+                    "tie": got["tie"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- sparsity-biased learner
 
 
@@ -567,8 +612,11 @@ def summary_lines(
         f"- Exact optimum: in all {len(sweep)} swept mixtures the optimal 0-1 error equals the smallest point mass "
         f"(max gap {gap:.1e}); each optimum needs one feature.",
         f"- Interior of the simplex: the optimal sparse classifier serves exactly 2 of 4 components in {serves2:.1%} "
-        f"of {int(interior['total'])} Dirichlet mixtures; ties between features occurred only on the boundary "
-        f"({int(ties_boundary)} of {int(summary.loc[['edge', 'corner'], 'total'].sum())} boundary mixtures), as footnote 1 says.",
+        f"of {int(interior['total'])} Dirichlet mixtures. No random draw tied ({int(ties_boundary)} of "
+        f"{int(summary.loc[['edge', 'corner'], 'total'].sum())} boundary mixtures did), but interior ties exist: four "
+        "pieces of planes through the simplex, a set of measure zero (e.g. lambda = (1/8, 3/8, 1/8, 3/8), and the "
+        "balanced mixture), where optima using phi1 and phi2 tie; footnote 1's 'only on the boundary' is true almost "
+        "everywhere, not everywhere.",
         "- Probes: phi1 alone serves P1, P2 (75 % on P3, P4), phi2 the reverse, the concatenation all four, as the paper says.",
         f"- Learner (l1={l1}): a single feature survives in {one.mean():.1%} of random mixtures, not always: "
         f"both survive in {(at_l1['kept'] == 'phi1+phi2').mean():.1%} and none in {(at_l1['kept'] == 'none').mean():.1%}. "

@@ -71,7 +71,10 @@ def calibration_images(recipe: Recipe) -> list[torch.Tensor]:
         return []
     from richreps.data import cues
 
-    return [cues.sample_pretrain(256, recipe.cue_weights, seed=10_000 + i).images for i in range(4)]
+    return [
+        cues.sample_pretrain(256, recipe.cue_weights, seed=10_000 + i, difficulty=recipe.cue_render).images
+        for i in range(4)
+    ]
 
 
 def save_untrained(path: str | Path, recipe: Recipe, seed: int) -> Path:
@@ -164,7 +167,9 @@ def probe_cues(
 ) -> list[dict]:
     """The pretraining mixture (IID) and the cue transfer tasks, for every seed set."""
     tasks = ["mixture", *tasks]
-    feats = features.cue_features(all_files(reps), tasks, sizes, 0, cache, device, weights=recipe.cue_weights)
+    feats = features.cue_features(
+        all_files(reps), tasks, sizes, 0, cache, device, weights=recipe.cue_weights, render=recipe.cue_render
+    )
     return [row for k, rs in reps.items() for row in probe_rows(rs, feats, tasks, grid, shots, k, device)]
 
 
@@ -233,7 +238,11 @@ def direct_training(
     exports = sorted({max(1, steps * (i + 1) // evaluations) for i in range(evaluations)})
     rows = []
     held_out = {  # the probes' own validation and test splits, drawn once for every seed set
-        t: {s: list(features.cue_batches(t, sizes[s], s, 0)()) for s in ("val", "test")} for t in tasks
+        t: {
+            s: list(features.cue_batches(t, sizes[s], s, 0, render=recipe.cue_render)())
+            for s in ("val", "test")
+        }
+        for t in tasks
     }
     for k in range(seed_sets):
         for task in tasks:

@@ -158,20 +158,26 @@ def subsample_per_class(fs: FeatureSet, per_class: int, seed: int = 0) -> Featur
 # ---------------------------------------------------------------- data sources
 
 
-def cue_batches(task: str, size: int, split: str, seed: int, weights=None, batch: int = 500):
+def cue_batches(
+    task: str, size: int, split: str, seed: int, weights=None, batch: int = 500, render: str | None = None
+):
     """A re-iterable batch source for one split of a cue task.
 
     'mixture' is the pretraining mixture with the given `weights` (the members' own, from their
-    recorded recipe); the other tasks are the transfer tasks of `cues.TASKS`.
+    recorded recipe); the other tasks are the transfer tasks of `cues.TASKS`. `render` is the
+    renderer preset (the members' own; default `cues.DEFAULT_RENDER`).
     """
     from richreps.data import cues
 
+    render = render or cues.DEFAULT_RENDER
     if task == "mixture":
         if weights is None:
             raise ValueError("task 'mixture' needs the mixture weights")
-        data = cues.sample_pretrain(size, weights, cues.split_seed(seed, "probe-mixture", split))
+        data = cues.sample_pretrain(
+            size, weights, cues.split_seed(seed, "probe-mixture", split), difficulty=render
+        )
     else:
-        data = cues.sample_task(task, size, cues.split_seed(seed, task, split))
+        data = cues.sample_task(task, size, cues.split_seed(seed, task, split), difficulty=render)
     return lambda: ((data.images[i : i + batch], data.labels[i : i + batch]) for i in range(0, size, batch))
 
 
@@ -188,8 +194,13 @@ def cue_features(
     cache_dir: str | Path,
     device: torch.device | str = "cpu",
     weights=None,
+    render: str | None = None,
 ) -> dict[str, dict[str, dict[str, FeatureSet]]]:
-    """features[task][split][member file] for every member, each image run once through all members."""
+    """features[task][split][member file] for every member, each image run once through all members
+    (images drawn with the renderer preset `render`: the members' own)."""
+    from richreps.data.cues import DEFAULT_RENDER
+
+    render = render or DEFAULT_RENDER
     models, keys = _members(member_paths)
     out: dict[str, dict[str, dict[str, FeatureSet]]] = {}
     for task in tasks:
@@ -198,8 +209,8 @@ def cue_features(
         for split, n in sizes.items():
             got = extract(
                 {keys[p]: m for p, m in models.items()},
-                cue_batches(task, n, split, seed, weights),
-                f"cues/{task}{mix}/{split}/{n}/seed{seed}",
+                cue_batches(task, n, split, seed, weights, render=render),
+                f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}",
                 cache_dir,
                 device,
                 desc=f"{task} {split}",

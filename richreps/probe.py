@@ -266,17 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         members.check_cat(models)
         device = default_device()
         if args.dataset == "cues":
-            weights = None
-            if args.task == "mixture":
-                recipe = members.record(args.members[0]).get("recipe")
-                if not recipe:
-                    raise members.CheckpointError(
-                        f"{args.members[0]}: records no recipe, so no mixture weights"
-                    )
-                weights = recipe["cue_weights"]
+            # the images the members were trained on: their recorded mixture weights and renderer
+            recipe = members.record(args.members[0]).get("recipe")
+            if args.task == "mixture" and not recipe:
+                raise members.CheckpointError(f"{args.members[0]}: records no recipe, so no mixture weights")
+            weights = recipe["cue_weights"] if args.task == "mixture" else None
+            render = (recipe or {}).get("cue_render", "v1")  # members older than the field were drawn by v1
             sizes = dict(zip(("train", "val", "test"), args.sizes))
             per_split = features.cue_features(
-                args.members, [args.task], sizes, 0, args.cache, device, weights
+                args.members, [args.task], sizes, 0, args.cache, device, weights, render
             )[args.task]
         else:
             per_split = features.folder_features(
@@ -289,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             result = fast_probe(sets["train"], sets["val"], sets["test"], device=device)
         else:
             if args.dataset == "cues":
-                source = features.cue_batches(args.task, args.sizes[0], "train", 0, weights, batch=256)
+                source = features.cue_batches(args.task, args.sizes[0], "train", 0, weights, 256, render)
                 train_batches, augmented = (lambda epoch: source()), False
             else:
                 train_batches = features.folder_batches(

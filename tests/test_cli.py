@@ -24,6 +24,7 @@ MODULES = [
     "richreps.budget",
     "richreps.pretrain",
     "richreps.probe",
+    "richreps.calibrate",
     "bench.data_throughput",
     "bench.pretrain_throughput",
     "bench.probe_speed",
@@ -129,6 +130,24 @@ def test_benchmarks_run_at_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     out = sh("python -m bench.probe_speed --sizes 200 100 200 --reference-epochs 1", cwd=tmp_path)
     assert out.returncode == 0 and "speed-up vs scikit-learn" in out.stdout, out.stderr[-2000:]
+
+
+def test_calibrate_appends_floors_and_ceilings_to_its_record(tmp_path):
+    record = tmp_path / "calibration.csv"
+    for label in ("first", "second"):
+        out = sh(
+            f"python -m richreps.calibrate --label {label} --tasks color position_row --steps 3 --sizes 60 30 30 "
+            f"--n-max 2 --set texture_contrast=0.2 --out {record}"
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+    import pandas as pd
+
+    table = pd.read_csv(record)
+    assert table["label"].tolist() == ["first", "first", "second", "second"]
+    assert {"floor: untrained CAT1", "floor: untrained CATmax", "ceiling", "kept", "difficulty"} <= set(table)
+    assert '"texture_contrast": 0.2' in table["difficulty"][0]
+    bad = sh(f"python -m richreps.calibrate --label x --set nonsense=1 --out {record}")
+    assert bad.returncode != 0 and "--set 'nonsense=1'" in bad.stderr
 
 
 def test_gpu_check_dry_run_exercises_every_part_and_resumes(tmp_path):

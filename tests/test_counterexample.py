@@ -107,3 +107,13 @@ def test_learner_is_deterministic_per_seed_and_independent_of_batching():
     g_both, _, _ = ce.train_gated(lams, np.array([3, 4]), steps=300)
     g_one, _, _ = ce.train_gated(lams[1:], np.array([4]), steps=300)
     np.testing.assert_array_equal(g_both[1], g_one[0])
+
+
+def test_interior_ties_are_strictly_interior_and_reported_as_ties():
+    ties = ce.interior_ties()
+    assert len(ties) == 4 and ties["tie"].all() and (ties["margin"] > 0).all()
+    for lam, masses in zip(ties["interior example"], ties["masses"]):
+        assert min(lam) > 0 and abs(sum(lam) - 1) < 1e-12
+        m = sorted(masses)
+        assert m[0] == m[1] < m[2]  # exactly two lightest points, one read by each feature
+    assert ce.classify_mixture([0.25] * 4)["tie"]  # the balanced mixture lies on all four pieces

@@ -88,6 +88,35 @@ class Difficulty:
     texture_jitter: float = 0.0  # std (radians) of a per-image rotation of the grating
     contrast_jitter: float = 0.0  # per-image texture contrast scaled by U(1 - j, 1 + j)
     background_tint: float = 0.0  # std of a per-image RGB shift of the background (a nuisance for colour)
+    grey_stroke: bool = True  # tab10's grey; False: black instead (grey strokes vanish on a grey background)
+
+
+# Renderer presets, by name; a member's recipe records the one it was trained on (`Recipe.cue_render`).
+RENDERS = {
+    # the first benchmark: fixed gratings (read off by random features: texture floor 100 %),
+    # grey strokes invisible on the grey background
+    "v1": Difficulty(),
+    # calibrated (see richreps/data/calibration.csv): gratings with random phase, rotation and contrast
+    # at lower amplitude, a random background tint, black instead of grey strokes
+    "v2": Difficulty(
+        texture_phase=True,
+        texture_jitter=0.15,
+        contrast_jitter=0.5,
+        texture_contrast=0.12,
+        background_tint=0.15,
+        grey_stroke=False,
+    ),
+}
+DEFAULT_RENDER = "v2"
+
+
+def difficulty_of(render: str | Difficulty) -> Difficulty:
+    """A renderer preset by name (or a Difficulty, returned as is)."""
+    if isinstance(render, Difficulty):
+        return render
+    if render not in RENDERS:
+        raise ValueError(f"unknown cue renderer {render!r}; known: {sorted(RENDERS)}")
+    return RENDERS[render]
 
 
 @dataclass
@@ -188,7 +217,8 @@ def render(
         sel = cues[:, 3] == p
         mask[sel, y0 : y0 + GLYPH, x0 : x0 + GLYPH] = mask_small[sel]
     background = _backgrounds(cues[:, 2], difficulty, generator)
-    stroke = PALETTE.to(device)[cues[:, 1]]
+    palette = PALETTE if difficulty.grey_stroke else PALETTE.clone().index_fill_(0, torch.tensor([7]), 0.0)
+    stroke = palette.to(device)[cues[:, 1]]
     stroke = (
         stroke + difficulty.color_jitter * torch.randn(n, 3, device=device, generator=generator)
     ).clamp_(0, 1)
@@ -220,7 +250,7 @@ def sample_pretrain(
     weights,
     seed: int,
     redundant: list[float] | None = None,
-    difficulty: Difficulty = Difficulty(),
+    difficulty: Difficulty | str = DEFAULT_RENDER,
     device: str | torch.device = "cpu",
 ) -> CueBatch:
     """n images from the pretraining mixture.
@@ -242,11 +272,15 @@ def sample_pretrain(
         cues = torch.where(agree, labels[:, None], cues)
         component = torch.full((n,), -1, device=device)
     pick = torch.rand(n, device=device, generator=g)
-    return CueBatch(render(cues, pick, "pretrain", difficulty, g), labels, cues, component)
+    return CueBatch(render(cues, pick, "pretrain", difficulty_of(difficulty), g), labels, cues, component)
 
 
 def sample_task(
-    task: str, n: int, seed: int, difficulty: Difficulty = Difficulty(), device: str | torch.device = "cpu"
+    task: str,
+    n: int,
+    seed: int,
+    difficulty: Difficulty | str = DEFAULT_RENDER,
+    device: str | torch.device = "cpu",
 ) -> CueBatch:
     """n images of a transfer task; glyphs come from the transfer pool."""
     if task not in TASKS:
@@ -257,7 +291,7 @@ def sample_task(
     labels = spec.label(cues[:, CUES.index(spec.cue)])
     pick = torch.rand(n, device=device, generator=g)
     component = torch.full((n,), CUES.index(spec.cue), device=device)
-    return CueBatch(render(cues, pick, "transfer", difficulty, g), labels, cues, component)
+    return CueBatch(render(cues, pick, "transfer", difficulty_of(difficulty), g), labels, cues, component)
 
 
 def split_seed(seed: int, name: str, split: str) -> int:
@@ -271,7 +305,7 @@ def task_splits(
     task: str,
     sizes: dict[str, int],
     seed: int,
-    difficulty: Difficulty = Difficulty(),
+    difficulty: Difficulty | str = DEFAULT_RENDER,
     device: str | torch.device = "cpu",
 ) -> dict[str, CueBatch]:
     """Train / validation / test sets of one transfer task."""
@@ -283,7 +317,7 @@ def pretrain_splits(
     sizes: dict[str, int],
     seed: int,
     redundant: list[float] | None = None,
-    difficulty: Difficulty = Difficulty(),
+    difficulty: Difficulty | str = DEFAULT_RENDER,
     device: str | torch.device = "cpu",
 ) -> dict[str, CueBatch]:
     """Train / validation / test sets of the pretraining mixture."""

@@ -175,7 +175,12 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
     sizes = {"train": recipe.train_size, "val": recipe.val_size}
     if recipe.cue_task == "mixture":
         return cues.pretrain_splits(
-            recipe.cue_weights, sizes, seed=recipe.data_seed, redundant=recipe.cue_redundant, device=device
+            recipe.cue_weights,
+            sizes,
+            seed=recipe.data_seed,
+            redundant=recipe.cue_redundant,
+            difficulty=recipe.cue_render,
+            device=device,
         )
     # direct training draws its own data, independent of the probes' splits of the same task
     return {
@@ -183,6 +188,7 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
             recipe.cue_task,
             n,
             cues.split_seed(recipe.data_seed, f"direct/{recipe.cue_task}", s),
+            difficulty=recipe.cue_render,
             device=device,
         )
         for s, n in sizes.items()
