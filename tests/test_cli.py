@@ -132,6 +132,15 @@ def test_benchmarks_run_at_tiny_size(tmp_path):
     assert out.returncode == 0 and "speed-up vs scikit-learn" in out.stdout, out.stderr[-2000:]
 
 
+def test_calibrate_docstring_command_runs_as_written(tmp_path):
+    from richreps import calibrate
+
+    line = next(ln.strip() for ln in calibrate.__doc__.splitlines() if ln.strip().startswith("python -m"))
+    out = sh(line, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "runs" / "calibration.csv").exists()
+
+
 def test_calibrate_appends_floors_and_ceilings_to_its_record(tmp_path):
     record = tmp_path / "calibration.csv"
     for label in ("first", "second"):

@@ -393,3 +393,14 @@ def test_check_command(imagenet, capsys):
     assert cli.main(["check", "--dataset", "cifar100", "--root", str(imagenet)]) == 2
     assert "cifar-100-python: folder not found" in capsys.readouterr().err
     assert cli.main(["check", "--dataset", "cues"]) == 0
+
+
+def test_loader_workers_share_the_node_between_its_local_ranks(monkeypatch):
+    from richreps.data import pipeline
+
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("WORLD_SIZE", "32")  # 4 nodes x 8 GPUs: only the 8 on this node share its cores
+    assert pipeline.default_workers() == 64 // 8 - 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert pipeline.default_workers() == 16  # one process: capped at 16
