@@ -176,8 +176,8 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
                 "low": g[1],
                 "high": g[2],
                 f"CAT{n_max} - untrained CAT{n_max}": r[0],
-                "low ": r[1],
-                "high ": r[2],
+                "low (vs untrained)": r[1],
+                "high (vs untrained)": r[2],
                 "seed sets": g[3],
                 "verdict": decide(g, r, bool(calib.loc[task, "kept"])),
                 "why": calib.loc[task, "why not"],
@@ -202,7 +202,7 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
     lines = []
     for task, r in table.iterrows():
         gain = fmt_interval(r[f"CAT{n} - CAT1"], r["low"], r["high"])
-        vs = fmt_interval(r[f"CAT{n} - untrained CAT{n}"], r["low "], r["high "])
+        vs = fmt_interval(r[f"CAT{n} - untrained CAT{n}"], r["low (vs untrained)"], r["high (vs untrained)"])
         text = f"- **{task}**: CAT{n} - CAT1 = {gain} points; trained - untrained CAT{n} = {vs}: **{r['verdict']}**"
         lines.append(text + (f" ({r['why']})." if r["verdict"] == "uninformative" else "."))
     transfer = table.drop(index=[IID], errors="ignore")
