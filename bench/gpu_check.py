@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun parts that already finished")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     args = ap.parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print(
+            "error: no CUDA device here; the GPU check needs one (--dry-run runs every part tiny on the CPU)",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out or ROOT / "outputs" / ("gpu_check_dry" if args.dry_run else "gpu_check"))
     (out / "parts").mkdir(parents=True, exist_ok=True)
     work = out / "work"

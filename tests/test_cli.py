@@ -159,6 +159,15 @@ def test_calibrate_appends_floors_and_ceilings_to_its_record(tmp_path):
     assert bad.returncode != 0 and "--set 'nonsense=1'" in bad.stderr
 
 
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="with a GPU, make gpu-check runs for real"
+)
+def test_make_gpu_check_as_the_readme_shows_refuses_without_a_gpu():
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("make gpu-check"))
+    out = sh(line.split("  #")[0].strip())
+    assert out.returncode != 0 and "error: no CUDA device here" in out.stderr
+
+
 def test_gpu_check_dry_run_exercises_every_part_and_resumes(tmp_path):
     out = sh(f"make gpu-check ARGS='--dry-run --out {tmp_path}'", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
