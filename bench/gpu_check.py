@@ -172,7 +172,8 @@ def part_notebooks(work: Path, dry: bool, left: float) -> dict:
     if dry:  # tiny: two short runs, one cue task, no direct training
         params.update(baseline_steps=6, total_steps=6, cat_sizes=[2], seeds=[0, 1], train_size=512,
                       val_size=128, global_batch=32, eval_every=0, probe_tasks=["color"],
-                      probe_sizes=[200, 100, 100], shots=[], direct_steps=0, nproc=1)  # fmt: skip
+                      probe_sizes=[200, 100, 100], shots=[], direct_steps=0, nproc=1,
+                      sweep_budgets=[], trajectory_steps=[])  # fmt: skip
     path = work / f"{source.stem}_one_set.yaml"
     path.write_text(yaml.safe_dump(params))
     out_dir = work / "notebooks"

@@ -34,6 +34,10 @@ class Plan:
     cats: dict[int, list[tuple[int, int]]]  # n -> members as (seed, steps)
     runs: list[Run]
     mode: str
+    # beyond the paper: CAT1 and CATn_max at other budgets (CAT1's steps -> {n: members}),
+    # and CAT1's seed along its run (members as (seed, steps))
+    sweep: dict[int, dict[int, list[tuple[int, int]]]] = field(default_factory=dict)
+    trajectory: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def training_steps(self) -> int:
@@ -66,6 +70,33 @@ def members(
     return out
 
 
+def sweep_members(
+    budgets: list[int], cat_budget: int, baseline: int, n_max: int, seeds: list[int] | None = None
+) -> dict[int, dict[int, list[tuple[int, int]]]]:
+    """CAT1 and CATn_max at each budget B (CAT1's steps), with the CATs' compute scaled like the
+    main plan's (`cat_budget / baseline`: the paper's 400K / 450K)."""
+    if any(b < 1 for b in budgets):
+        raise ValueError(f"sweep budgets must be >= 1, got {budgets}")
+    return {
+        b: members(max(1, round(b * cat_budget / baseline)), b, [n_max], seeds) for b in sorted(set(budgets))
+    }
+
+
+def _runs(needs: dict[tuple[int, int], list[str]], mode: str) -> list[Run]:
+    """Training runs for members (seed, steps) -> labels: one per member (independent), or one per
+    seed to its largest step, exporting on the way (shared-prefix)."""
+    if mode == "independent":
+        return [Run(seed, steps, [steps], {steps: ", ".join(used)}) for (seed, steps), used in needs.items()]
+    by_seed: dict[int, dict[int, list[str]]] = {}
+    for (seed, steps), used in needs.items():
+        by_seed.setdefault(seed, {})[steps] = used
+    runs = []
+    for seed, exports in by_seed.items():
+        steps = sorted(exports)
+        runs.append(Run(seed, steps[-1], steps, {s: ", ".join(exports[s]) for s in steps}))
+    return runs
+
+
 def plan(
     cat_budget: int,
     baseline: int,
@@ -74,8 +105,15 @@ def plan(
     seeds: list[int] | None = None,
     warmup_steps: int | None = 0,
     warmup_fraction: float | None = None,
+    sweep: list[int] = (),
+    trajectory: list[int] = (),
 ) -> Plan:
-    """Build the run list. Shared-prefix needs a warmup fixed in steps, not a fraction of the run."""
+    """Build the run list. Shared-prefix needs a warmup fixed in steps, not a fraction of the run.
+
+    `sweep` adds CAT1 and CATn_max at other budgets (CAT1's steps); `trajectory` exports CAT1's
+    seed at more steps of its run. In shared-prefix mode both cost no training up to the main
+    plan's steps: they are exports of runs the plan trains anyway.
+    """
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
     if mode == "shared-prefix" and warmup_fraction is not None:
@@ -84,20 +122,22 @@ def plan(
             "makes the step-t model of a longer run differ from a t-step run; use --warmup-steps or --mode independent"
         )
     cat_members = members(cat_budget, baseline, cats, seeds)
-    runs: list[Run] = []
-    if mode == "independent":
-        for n, ms in cat_members.items():
-            for seed, steps in ms:
-                runs.append(Run(seed, steps, [steps], {steps: f"CAT{n}"}))
-    else:
-        by_seed: dict[int, dict[int, list[str]]] = {}
-        for n, ms in cat_members.items():
-            for seed, steps in ms:
-                by_seed.setdefault(seed, {}).setdefault(steps, []).append(f"CAT{n}")
-        for seed, exports in by_seed.items():
-            steps = sorted(exports)
-            runs.append(Run(seed, steps[-1], steps, {s: ", ".join(exports[s]) for s in steps}))
-    return Plan(cat_members, runs, mode)
+    first = cat_members[1][0][0]
+    if any(t < 1 for t in trajectory):
+        raise ValueError(f"trajectory steps must be >= 1, got {list(trajectory)}")
+    swept = sweep_members(list(sweep), cat_budget, baseline, max(cat_members), seeds) if sweep else {}
+    traj = [(first, t) for t in sorted(set(trajectory))]
+    needs: dict[tuple[int, int], list[str]] = {}
+    for n, ms in cat_members.items():
+        for m in ms:
+            needs.setdefault(m, []).append(f"CAT{n}")
+    for b, by_n in swept.items():
+        for n, ms in by_n.items():
+            for m in ms:
+                needs.setdefault(m, []).append(f"sweep {b}: CAT{n}")
+    for m in traj:
+        needs.setdefault(m, []).append("trajectory")
+    return Plan(cat_members, _runs(needs, mode), mode, swept, traj)
 
 
 def replicate_plans(
@@ -108,10 +148,22 @@ def replicate_plans(
     seeds: list[int],
     sets: int,
     warmup_steps: int | None = 0,
+    sweep: list[int] = (),
+    trajectory: list[int] = (),
 ) -> list[Plan]:
     """One plan per replicate seed set; set k uses the seeds shifted by 100 k."""
     return [
-        plan(cat_budget, baseline, cats, mode, [s + 100 * k for s in seeds], warmup_steps=warmup_steps)
+        plan(
+            cat_budget,
+            baseline,
+            cats,
+            mode,
+            [s + 100 * k for s in seeds],
+            warmup_steps,
+            None,
+            sweep,
+            trajectory,
+        )
         for k in range(sets)
     ]
 

@@ -45,7 +45,9 @@ class Recipe:
     cue_render: str = _f(
         DEFAULT_RENDER, "cues: renderer preset (richreps.data.cues.RENDERS)", choices=tuple(RENDERS)
     )
-    train_size: int = _f(20000, "cues: images in the training set", low=1)
+    train_size: int = _f(
+        20000, "cues: images in the training set (0: a fresh sample every step, never repeated)", low=0
+    )
     val_size: int = _f(2000, "cues: images in the validation set", low=1)
     data_seed: int = _f(0, "cues: the dataset (shared by all seeds)")
     val_fraction: float = _f(0.01, "imagenet: held-out share of train")

@@ -64,6 +64,17 @@ def representations(
     return out
 
 
+def bayes_ceilings(recipe: Recipe) -> dict[str, float]:
+    """The in-distribution target's ceiling: the mixture's exact Bayes accuracy for a cue recipe with
+    mixture components; none for ImageNet or for redundant cues (`cue_redundant`), whose Bayes
+    accuracy this package does not compute (their mixture then has no ceiling and is not kept)."""
+    if recipe.data != "cues" or recipe.cue_redundant is not None:
+        return {}
+    from richreps.data import cues
+
+    return {IID: cues.bayes_accuracy(recipe.cue_weights)}
+
+
 def calibration_images(recipe: Recipe) -> list[torch.Tensor]:
     """Pretraining images for an untrained control's BN statistics (cues); none for ImageNet,
     whose untrained members keep their initial statistics."""
@@ -295,3 +306,68 @@ def direct_training(
                 }
             )
     return rows
+
+
+# ---------------------------------------------------------------- beyond the paper (richreps.sweep)
+
+
+def _rep(method: str, ms: list[tuple[int, int]], run_dir: Path, recipe: Recipe) -> Representation:
+    files = []
+    for seed, step in ms:
+        path = member_path(run_dir, seed, step)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run notebook 03 first")
+        members.require(path, recipe, seed, step)
+        files.append(str(path))
+    return Representation(method, len(ms), ms[0][1], tuple(files))
+
+
+def budget_representations(
+    sweeps: list[dict[int, dict[int, list[tuple[int, int]]]]], run_dir: str | Path, recipe: Recipe
+) -> dict[int, dict[int, list[Representation]]]:
+    """Per seed set, per budget: CAT1 and CATmax (members checked current, as for the main plan)."""
+    return {
+        k: {
+            b: [_rep("CAT1" if n == 1 else f"CAT{n}", ms, Path(run_dir), recipe) for n, ms in by_n.items()]
+            for b, by_n in sweep.items()
+        }
+        for k, sweep in enumerate(sweeps)
+    }
+
+
+def trajectory_representations(
+    trajectories: list[list[tuple[int, int]]], run_dir: str | Path, recipe: Recipe
+) -> dict[int, list[Representation]]:
+    """Per seed set: CAT1's seed at every trajectory step, one representation each."""
+    return {k: [_rep("CAT1", [m], Path(run_dir), recipe) for m in t] for k, t in enumerate(trajectories)}
+
+
+def probe_extras(
+    breps: dict[int, dict[int, list[Representation]]],
+    treps: dict[int, list[Representation]],
+    recipe: Recipe,
+    tasks: list[str],
+    sizes: dict[str, int],
+    grid: list[float],
+    cache: str | Path,
+    device: torch.device | str = "cpu",
+) -> tuple[list[dict], list[dict]]:
+    """(sweep rows with their budget, trajectory rows): the mixture and the cue tasks, all labels,
+    the same features, cache and fast probe as the main table."""
+    reps = [r for by_b in breps.values() for rs in by_b.values() for r in rs]
+    reps += [r for rs in treps.values() for r in rs]
+    if not reps or recipe.data != "cues":
+        return [], []
+    tasks = ["mixture", *tasks]
+    files = sorted({f for r in reps for f in r.files})
+    feats = features.cue_features(
+        files, tasks, sizes, 0, cache, device, weights=recipe.cue_weights, render=recipe.cue_render
+    )
+    swept = [
+        {**row, "budget": b}
+        for k, by_b in breps.items()
+        for b, rs in by_b.items()
+        for row in probe_rows(rs, feats, tasks, grid, [], k, device)
+    ]
+    traj = [row for k, rs in treps.items() for row in probe_rows(rs, feats, tasks, grid, [], k, device)]
+    return swept, traj

@@ -243,3 +243,47 @@ def plot_direct_vs_probe(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.Fig
         plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     return fig
+
+
+def _intervals(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, kept: list[str]) -> None:
+    """One line per target with 95 % interval bars; targets outside `kept` dotted and faint."""
+    names = list(dict.fromkeys(df["target"]))
+    for name, sub in df.groupby("target", sort=False):
+        sub = sub.sort_values(x)
+        err = np.vstack([sub[y] - sub["low"], sub["high"] - sub[y]])
+        keep = name in kept
+        ax.errorbar(
+            sub[x],
+            sub[y],
+            yerr=None if np.isnan(err).all() else err,
+            marker="o",
+            capsize=3,
+            linestyle="-" if keep else ":",
+            alpha=1.0 if keep else 0.4,
+            color=sns.color_palette("tab10")[names.index(name) % 10],
+            label=name if keep else f"{name} (not kept)",
+        )
+    ax.set_xscale("log")
+    ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
+
+
+def plot_budget_sweep(gains: pd.DataFrame, kept: list[str]) -> plt.Figure:
+    """CATmax - CAT1 (points, 95 % paired interval) against the pretraining budget (CAT1's steps)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    _intervals(ax, gains, "budget", "gain", kept)
+    ax.axhline(0, color="0.3", lw=0.8)
+    n = int(gains["n_max"].max()) if not gains.empty else 0
+    ax.set(xlabel="budget: CAT1's steps (CATs at the same share of compute)", ylabel=f"CAT{n} - CAT1 (points)",
+           title="where TIME-CONCAT helps: the gain at each budget")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectory(traj: pd.DataFrame, kept: list[str]) -> plt.Figure:
+    """Each target's probe accuracy along CAT1's run (mean and 95 % interval over seed sets)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    _intervals(ax, traj, "step", "acc", kept)
+    ax.set(xlabel="training step of CAT1's run", ylabel="linear-probe test accuracy (%)",
+           title="what one run keeps along the way")  # fmt: skip
+    fig.tight_layout()
+    return fig

@@ -79,7 +79,9 @@ def run_local(
     """
     log_dir = Path(log_dir or Path(run_dir) / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # the machine's cores shared among the processes (torchrun would give each process 1 thread)
+    threads = str(max(1, (os.cpu_count() or 1) // nproc))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     results = []
     for run in plan.runs:
         if run_is_current(run, run_dir, recipe):
@@ -251,6 +253,11 @@ def write_plan(pretrain_dir: str | Path, recipe: Recipe, plans: list[Plan]) -> P
         "run_dir": recipe.tag(),
         "mode": plans[0].mode,
         "seed_sets": [{str(n): [list(m) for m in ms] for n, ms in p.cats.items()} for p in plans],
+        "sweeps": [
+            {str(b): {str(n): [list(m) for m in ms] for n, ms in by_n.items()} for b, by_n in p.sweep.items()}
+            for p in plans
+        ],
+        "trajectories": [[list(m) for m in p.trajectory] for p in plans],
         "members": [
             str(member_path(recipe.tag(), r.seed, s)) for p in plans for r in p.runs for s in r.exports
         ],
@@ -267,3 +274,16 @@ def read_plan(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[dict[int, li
     record = json.loads(path.read_text())
     cats = [{int(n): [tuple(m) for m in ms] for n, ms in s.items()} for s in record["seed_sets"]]
     return Recipe.from_dict(record["recipe"]), Path(pretrain_dir) / record["run_dir"], cats
+
+
+def read_extras(
+    pretrain_dir: str | Path,
+) -> tuple[list[dict[int, dict[int, list[tuple[int, int]]]]], list[list[tuple[int, int]]]]:
+    """The plan's budget sweep and trajectory, per seed set (empty when notebook 03 asked for none)."""
+    record = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text())
+    sweeps = [
+        {int(b): {int(n): [tuple(m) for m in ms] for n, ms in by_n.items()} for b, by_n in s.items()}
+        for s in record.get("sweeps", [])
+    ]
+    trajectories = [[tuple(m) for m in t] for t in record.get("trajectories", [])]
+    return sweeps, trajectories

@@ -108,7 +108,7 @@ def validate(args: argparse.Namespace) -> None:
             raise SystemExit(
                 f"error: --cue-task {args.cue_task!r} is neither 'mixture' nor one of {sorted(cues.TASKS)}"
             )
-        if args.train_size < args.global_batch:
+        if 0 < args.train_size < args.global_batch:
             raise SystemExit(
                 f"error: --train-size {args.train_size} is smaller than one batch (--global-batch {args.global_batch})"
             )

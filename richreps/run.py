@@ -15,6 +15,7 @@ import ast
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -268,6 +269,26 @@ def run(
     return manifest_path
 
 
+PUBLISHED = ("report.md", "manifest.json", "tables/*", "figures/*.png")
+
+
+def publish(out_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's report, manifest, tables and PNG figures to `dest` (replaced whole), the small part
+    of a run worth committing; members, caches and executed notebooks stay in `out_dir`."""
+    out_dir, dest = Path(out_dir), Path(dest)
+    if not (out_dir / "report.md").is_file():
+        raise RuntimeError(f"{out_dir / 'report.md'} missing: nothing to publish")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for pattern in PUBLISHED:
+        for f in sorted(out_dir.glob(pattern)):
+            (tmp / f.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / f.relative_to(out_dir))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
 def refresh_committed(notebooks: str | Path = "notebooks", only: list[str] | None = None) -> None:
     """Re-execute the committed notebooks in place with their defaults (the smoke values).
 
@@ -299,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-execute notebooks/ in place with their defaults (must equal the params file)",
     )
+    ap.add_argument(
+        "--publish", metavar="DIR", help="afterwards, copy report, manifest, tables and PNG figures to DIR"
+    )
     args = ap.parse_args(argv)
     try:
         if args.refresh_committed:
@@ -311,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             refresh_committed(args.notebooks, args.only)
             return 0
         manifest = run(args.params, args.only, args.notebooks, args.outputs)
+        if args.publish:
+            print(f"published {publish(manifest.parent, args.publish)}")
     except (ParamsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ParamsError) else 1

@@ -94,14 +94,14 @@ def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd
     return pd.DataFrame(rows).set_index("target")
 
 
-def keep_rule(floor: float, ceiling: float) -> tuple[bool, str]:
+def keep_rule(floor: float, ceiling: float, ceiling_min: float = CEILING_MIN) -> tuple[bool, str]:
     """A transfer target can discriminate: ceiling >= 90 %, floor at least 20 points below it."""
     if pd.isna(ceiling):
         return False, "no ceiling measured (direct training did not run)"
     if pd.isna(floor):
         return False, "no floor measured (no untrained control)"
-    if ceiling < CEILING_MIN:
-        return False, f"ceiling below {CEILING_MIN:.0%}"
+    if ceiling < ceiling_min:
+        return False, f"ceiling below {ceiling_min:.0%}"
     if floor > ceiling - FLOOR_GAP:
         return False, f"floor within {FLOOR_GAP * 100:.0f} points of the ceiling"
     return True, ""
@@ -111,13 +111,9 @@ def _keep(iid: bool, floor: float, ceiling: float, trained: float) -> tuple[bool
     if not iid:
         return keep_rule(floor, ceiling)
     # the mixture's ceiling is its Bayes accuracy, far below 90 % by design: the members must learn it
-    if pd.isna(ceiling) or pd.isna(floor):
-        return keep_rule(floor, ceiling)
-    if trained < LEARNED_MIN * ceiling:
+    if pd.notna(ceiling) and pd.notna(floor) and trained < LEARNED_MIN * ceiling:
         return False, f"members did not learn it: CAT1 below {LEARNED_MIN:.0%} of the Bayes accuracy"
-    if floor > ceiling - FLOOR_GAP:
-        return False, f"floor within {FLOOR_GAP * 100:.0f} points of the ceiling"
-    return True, ""
+    return keep_rule(floor, ceiling, ceiling_min=0.0)
 
 
 def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,7 @@ MODULES = [
     "richreps.pretrain",
     "richreps.probe",
     "richreps.calibrate",
+    "richreps.tune",
     "bench.data_throughput",
     "bench.pretrain_throughput",
     "bench.probe_speed",
@@ -159,6 +160,28 @@ def test_calibrate_appends_floors_and_ceilings_to_its_record(tmp_path):
     assert bad.returncode != 0 and "--set 'nonsense=1'" in bad.stderr
 
 
+def test_tune_docstring_command_records_each_evaluation_and_refuses_an_unknown_key(tmp_path):
+    from richreps import tune
+
+    line = next(ln.strip() for ln in tune.__doc__.splitlines() if ln.strip().startswith("python -m"))
+    for _ in range(2):
+        out = sh(line, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "runs" / "tune.csv")
+    assert table["step"].tolist() == [10, 20, 10, 20] and set(table["changes"]) == {
+        "width=8 global_batch=32 bn_batches=2 val_size=200"
+    }
+    assert (table["share of Bayes"] * 0.469 - table["val_acc"]).abs().max() < 1e-3
+    bad = sh(
+        f"python -m richreps.tune --label x --set widht=8 --steps 2 --eval-every 1 --out {tmp_path}/x.csv"
+    )
+    assert bad.returncode != 0 and "--set 'widht=8'" in bad.stderr and not (tmp_path / "x.csv").exists()
+    bad = sh(f"python -m richreps.tune --label x --set lr=-1 --steps 2 --eval-every 1 --out {tmp_path}/x.csv")
+    assert bad.returncode != 0 and "--lr must be > 0" in bad.stderr
+
+
 @pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="with a GPU, make gpu-check runs for real"
 )
@@ -223,3 +246,16 @@ def test_the_readme_runner_line_runs_as_written(tmp_path):
     assert (tmp_path / "smoke" / "report.md").exists() and (
         tmp_path / "smoke" / "tables" / "01_sweep.csv"
     ).exists()
+
+
+def test_the_readme_laptop_line_runs_as_written_up_to_its_length_and_publishes(tmp_path):
+    """The laptop study takes ~35 minutes: here its line runs as written but for notebook 01 only,
+    into a temporary outputs root, publishing into a temporary folder instead of results/laptop."""
+    line = next(ln for ln in readme_block("## Running") if "params/laptop.yaml" in ln)
+    assert line == ".venv/bin/python -m richreps.run params/laptop.yaml --publish results/laptop"
+    dest = tmp_path / "published"
+    line = line.replace(".venv/bin/python", "python").replace("results/laptop", str(dest))
+    out = sh(f"{line} --only 01 --outputs {tmp_path / 'outputs'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (dest / "report.md").exists() and (dest / "tables" / "01_sweep.csv").exists()
+    assert not list(dest.rglob("*.ipynb"))

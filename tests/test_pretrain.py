@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from richreps import budget, launch, pretrain
+from richreps.config import Recipe
 from richreps.models import build_model, recalibrate_bn
 
 SMALL = [
@@ -66,6 +67,23 @@ def test_table3_plan_costs():
     assert budget.plan(400_000, 450_000, [2], "independent", warmup_fraction=0.02).training_steps == 850_000
 
 
+def test_a_budget_sweep_and_a_trajectory_are_exports_of_the_shared_prefix_runs(tmp_path):
+    sweep, traj = [56_250, 112_500, 225_000, 450_000], [10_000, 30_000]
+    shared = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", sweep=sweep, trajectory=traj)
+    assert shared.training_steps == 930_000  # no training beyond the main plan's
+    assert shared.sweep[56_250] == {1: [(0, 56_250)], 5: [(s, 10_000) for s in range(5)]}
+    assert shared.trajectory == [(0, 10_000), (0, 30_000)]
+    assert shared.runs[0].used_by[10_000] == "sweep 56250: CAT5, trajectory"
+    indep = budget.plan(400_000, 450_000, [2, 4, 5], "independent", sweep=sweep[:1])
+    assert indep.training_steps == 1_650_000 + 56_250 + 5 * 10_000
+    with pytest.raises(ValueError, match="sweep budgets must be >= 1"):
+        budget.plan(400_000, 450_000, [2], sweep=[0])
+    run_dir = launch.write_plan(tmp_path, Recipe(), [shared, shared])
+    sweeps, trajectories = launch.read_extras(tmp_path)
+    assert sweeps == [shared.sweep] * 2 and trajectories == [shared.trajectory] * 2
+    assert run_dir.name == Recipe().tag()
+
+
 def test_budget_command_line(capsys):
     assert (
         budget.main(
@@ -87,11 +105,12 @@ def test_budget_command_line(capsys):
 # ---------------------------------------------------------------- exactness
 
 
-def test_step_t_member_of_a_longer_run_equals_a_t_step_run(tmp_path):
+@pytest.mark.parametrize("data", [[], ["--train-size", "0"]], ids=["stored-set", "fresh-samples"])
+def test_step_t_member_of_a_longer_run_equals_a_t_step_run(tmp_path, data):
     pretrain.train(
-        args_for(tmp_path / "long", 8, "--export-at", "4", "--eval-every", "3", "--ckpt-every", "3")
+        args_for(tmp_path / "long", 8, "--export-at", "4", "--eval-every", "3", "--ckpt-every", "3", *data)
     )
-    pretrain.train(args_for(tmp_path / "short", 4))
+    pretrain.train(args_for(tmp_path / "short", 4, *data))
     a = member(tmp_path / "long" / "members" / "seed0_step4.pt")
     b = member(tmp_path / "short" / "members" / "seed0_step4.pt")
     assert same_state(a, b)  # bitwise, BN statistics included
@@ -132,6 +151,23 @@ def test_kill_and_resume_is_bitwise(tmp_path):
         assert same_state(
             member(tmp_path / "ref" / "members" / name), member(tmp_path / "killed" / "members" / name)
         )
+
+
+def test_fresh_sample_stream_resumes_from_its_count_and_never_repeats_across_ranks_or_calibration():
+    from richreps.config import Recipe
+    from richreps.data.streams import FreshCueStream
+
+    recipe = Recipe(train_size=0)
+    a = FreshCueStream(recipe, 8, seed=3, rank=0, device="cpu")
+    first = [a.next()[0] for _ in range(3)]
+    b = FreshCueStream(recipe, 8, seed=3, rank=0, device="cpu")
+    b.load_state_dict(copy.deepcopy(FreshCueStream(recipe, 8, 3, 0, "cpu").state_dict()) | {"start": 16})
+    assert torch.equal(b.next()[0], first[2])
+    assert a.state_dict() == {"epoch": 0, "start": 24, "seed": 3}
+    others = [FreshCueStream(recipe, 8, 3, 1, "cpu"), FreshCueStream(recipe, 8, 4, 0, "cpu")]
+    assert all(not torch.equal(o.next()[0], first[0]) for o in others)
+    direct = FreshCueStream(recipe.replace(cue_task="color"), 8, 3, 0, "cpu").next()
+    assert direct[1].max() < 10 and not torch.equal(direct[0], first[0])
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):

