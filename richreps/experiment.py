@@ -298,7 +298,7 @@ def direct_training(
                     "steps_per_member": steps,
                     "compute_steps": steps,
                     "task": task,
-                    "chance": 1.0 / cues.TASKS[task].n_classes,
+                    "chance": 1.0 / (cues.TASKS[task].n_classes if task in cues.TASKS else cues.N_VALUES),
                     "shots": "all",
                     "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
                     "val_acc": val_acc,

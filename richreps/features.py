@@ -164,12 +164,16 @@ def cue_batches(
     """A re-iterable batch source for one split of a cue task.
 
     'mixture' is the pretraining mixture with the given `weights` (the members' own, from their
-    recorded recipe); the other tasks are the transfer tasks of `cues.TASKS`. `render` is the
-    renderer preset (the members' own; default `cues.DEFAULT_RENDER`).
+    recorded recipe); the OOD targets of `richreps.data.ood` are their fixed splits; the other tasks
+    are the transfer tasks of `cues.TASKS`. `render` is the renderer preset (the members' own;
+    default `cues.DEFAULT_RENDER`).
     """
-    from richreps.data import cues
+    from richreps.data import cues, ood
 
     render = render or cues.DEFAULT_RENDER
+    if ood.is_ood(task):  # a fixed real dataset: `size` and the renderer do not apply
+        x, y = ood.splits(task)[split]
+        return lambda: ((x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch))
     if task == "mixture":
         if weights is None:
             raise ValueError("task 'mixture' needs the mixture weights")
@@ -199,6 +203,7 @@ def cue_features(
     """features[task][split][member file] for every member, each image run once through all members
     (images drawn with the renderer preset `render`: the members' own)."""
     from richreps.data.cues import DEFAULT_RENDER
+    from richreps.data.ood import is_ood
 
     render = render or DEFAULT_RENDER
     models, keys = _members(member_paths)
@@ -207,10 +212,13 @@ def cue_features(
         out[task] = {}
         mix = "" if task != "mixture" else ":" + ",".join(f"{float(w):g}" for w in weights or [])
         for split, n in sizes.items():
+            key = (
+                f"ood/{task}/{split}" if is_ood(task) else f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}"
+            )
             got = extract(
                 {keys[p]: m for p, m in models.items()},
                 cue_batches(task, n, split, seed, weights, render=render),
-                f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}",
+                key,
                 cache_dir,
                 device,
                 desc=f"{task} {split}",

@@ -102,12 +102,11 @@ def validate(args: argparse.Namespace) -> None:
             f"error: --data-root {args.data_root!r} is not a folder (ImageNet in ImageFolder layout)"
         )
     if args.data == "cues":
-        from richreps.data import cues
+        from richreps.data import cues, ood
 
-        if args.cue_task != "mixture" and args.cue_task not in cues.TASKS:
-            raise SystemExit(
-                f"error: --cue-task {args.cue_task!r} is neither 'mixture' nor one of {sorted(cues.TASKS)}"
-            )
+        known = ["mixture", *sorted(cues.TASKS), *ood.TARGETS]
+        if args.cue_task not in known:
+            raise SystemExit(f"error: --cue-task {args.cue_task!r} is not one of {known}")
         if 0 < args.train_size < args.global_batch:
             raise SystemExit(
                 f"error: --train-size {args.train_size} is smaller than one batch (--global-batch {args.global_batch})"

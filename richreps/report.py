@@ -110,6 +110,9 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
         "",
         to_markdown(table.round(2)),
     ]
+    ood = verdicts.ood_lines(table)
+    if ood:
+        lines += ["", "**Out-of-distribution targets against the cue targets:**", "", *ood]
     paper_gain = aggregate.paper_gains().iloc[-1]
     paper_ood = ", ".join(f"{d} {paper_gain[d]:+.1f}" for d in PAPER_OOD)
     agree, differ, other = [], [], []

@@ -29,6 +29,7 @@ import pandas as pd
 from richreps.aggregate import DIRECT, IID, t_halfwidth
 
 CAT1 = "CAT1 (baseline)"
+OOD_TARGETS = ("digits_uci", "mnist_plain")  # = richreps.data.ood.TARGETS (no torch import here)
 CEILING_MIN = 0.90  # a kept target's ceiling
 FLOOR_GAP = 0.20  # a kept target's floor is at least this far below its ceiling
 LEARNED_MIN = 0.75  # the mixture: trained CAT1 reaches this share of the Bayes accuracy
@@ -209,3 +210,29 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
         + ". Uninformative targets cannot discriminate and are not counted for or against the paper."
     )
     return lines
+
+
+def ood_lines(table: pd.DataFrame) -> list[str]:
+    """Two sentences: the OOD targets' verdicts, and whether they agree with the cue targets' verdicts.
+    `table` is `verdicts(...)` or its CSV (index_col=0)."""
+    n = next(int(m[1]) for c in table.columns if (m := re.fullmatch(r"CAT(\d+) - CAT1", c)))
+    ood = table[table.index.isin(OOD_TARGETS)]
+    if ood.empty:
+        return []
+    cue = table.drop(index=[IID, *OOD_TARGETS], errors="ignore")
+    parts = [
+        f"{t} {r['verdict']} (CAT{n} - CAT1 = {fmt_interval(r[f'CAT{n} - CAT1'], r['low'], r['high'])})"
+        for t, r in ood.iterrows()
+    ]
+    first = "Out of distribution: " + "; ".join(parts) + "."
+    kept_ood = ood[ood["verdict"] != "uninformative"]
+    kept_cue = cue[cue["verdict"] != "uninformative"]
+    if kept_ood.empty:
+        second = "Neither OOD target can discriminate, so they say nothing for or against the cue columns."
+    elif kept_cue.empty:
+        second = "No cue target can discriminate, so the OOD columns have nothing to agree with."
+    else:
+        a, b = sorted(set(kept_ood["verdict"])), sorted(set(kept_cue["verdict"]))
+        word = "agree with" if a == b else "differ from"
+        second = f"The OOD columns ({', '.join(a)}) {word} the kept cue columns ({', '.join(b)})."
+    return [f"- {first}", f"- {second}"]

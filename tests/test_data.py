@@ -404,3 +404,39 @@ def test_loader_workers_share_the_node_between_its_local_ranks(monkeypatch):
     assert pipeline.default_workers() == 64 // 8 - 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert pipeline.default_workers() == 16  # one process: capped at 16
+
+
+# ---------------------------------------------------------------- OOD targets (richreps.data.ood)
+
+
+@pytest.mark.parametrize("task", ["digits_uci", "mnist_plain"])
+def test_ood_targets_are_fixed_stratified_three_channel_splits(task):
+    from richreps.data import ood
+
+    parts = ood.splits(task)
+    total = 1797 if task == "digits_uci" else 2000
+    assert sum(len(y) for _, y in parts.values()) == total
+    assert {s: len(y) for s, (_, y) in parts.items() if s != "train"} == ood.HELD_OUT[task]
+    for x, y in parts.values():
+        assert x.shape[1:] == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+        assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grey, replicated
+        share = torch.bincount(y, minlength=10).float() / len(y)
+        assert (share - 0.1).abs().max() < 0.01  # stratified: every class at its share
+    ood.splits.cache_clear()
+    again = ood.splits(task)
+    assert all(torch.equal(parts[s][0], again[s][0]) and torch.equal(parts[s][1], again[s][1]) for s in parts)
+    ids = [set(map(bytes, (p[0][:, 0] * 255).to(torch.uint8).flatten(1).numpy())) for p in parts.values()]
+    assert not (ids[0] & ids[2]) and not (ids[1] & ids[2])  # no test image in train or validation
+
+
+def test_mnist_plain_is_the_transfer_pool_centred_and_digits_uci_is_upsampled():
+    from richreps.data import cues, ood
+
+    glyphs, labels = cues.glyph_pool("transfer")
+    x, y = ood.splits("mnist_plain")["test"]
+    off = (32 - cues.GLYPH) // 2
+    found = {bytes((g * 255).to(torch.uint8).numpy()) for g in glyphs}
+    assert all(bytes((img[0, off:-off, off:-off] * 255).to(torch.uint8).numpy()) in found for img in x[:20])
+    assert x[:, :, :off].abs().max() == 0  # nothing outside the centred glyph: no texture, colour or position
+    d, _ = ood.splits("digits_uci")["train"]
+    assert d.shape[-1] == 32 and d[:, 0].flatten(1).std(1).min() > 0

@@ -103,6 +103,15 @@ def test_direct_training_reuses_the_pretraining_loop_and_recipe(tmp_path):
     assert (run_dir / "metrics" / "seed0.jsonl").exists()  # pretrain.train's own log
 
 
+@pytest.mark.parametrize("task", ["digits_uci", "mnist_plain"])
+def test_direct_training_on_an_ood_target_trains_on_its_fixed_train_split(tmp_path, task):
+    (row,) = experiment.direct_training(
+        TINY.replace(train_size=0), [task], steps=2, train_size=0, sizes={"val": 64, "test": 64}, seed_sets=1,
+        folder=tmp_path,
+    )  # fmt: skip
+    assert row["task"] == task and row["chance"] == 0.1 and 0 <= row["test_acc"] <= 1
+
+
 def test_atomic_writes_keep_the_umask_mode(tmp_path):
     old = os.umask(0o022)
     try:

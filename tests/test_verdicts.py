@@ -149,3 +149,17 @@ def test_the_mixture_ceiling_is_its_exact_bayes_accuracy_only_for_component_mixt
     assert bayes_ceilings(Recipe(cue_weights=(0.1, 0.2, 0.3, 0.4))) == {IID: pytest.approx(0.469)}
     assert bayes_ceilings(Recipe(cue_redundant=(0.9, 0.5, 0.5, 0.5))) == {}
     assert bayes_ceilings(Recipe(data="imagenet")) == {}
+
+
+def test_ood_lines_compare_the_ood_verdicts_with_the_cue_verdicts():
+    kept = {**BASE, "CAT1 (baseline)": [0.70, 0.71, 0.72], "CAT5": [0.75, 0.76, 0.77]}
+    long = pd.concat([long_table(t, kept) for t in ("texture", "digits_uci")])
+    table = verdicts.verdicts(long, verdicts.calibration(long))
+    lines = verdicts.ood_lines(table)
+    assert lines[0].startswith("- Out of distribution: digits_uci agrees (CAT5 - CAT1 = +5.0")
+    assert lines[1] == "- The OOD columns (agrees) agree with the kept cue columns (agrees)."
+    at_ceiling = {**kept, "untrained CAT5": [0.95] * 3}
+    long = pd.concat([long_table("texture", kept), long_table("mnist_plain", at_ceiling)])
+    lines = verdicts.ood_lines(verdicts.verdicts(long, verdicts.calibration(long)))
+    assert "mnist_plain uninformative" in lines[0] and "Neither OOD target can discriminate" in lines[1]
+    assert verdicts.ood_lines(table.drop(index=["digits_uci"])) == []

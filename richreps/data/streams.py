@@ -211,9 +211,13 @@ class Calibration:
 
 
 def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
-    """Training and validation sets of a cue recipe: the mixture, or one transfer task (direct training)."""
-    from richreps.data import cues
+    """Training and validation sets of a cue recipe: the mixture, one transfer task or one OOD target
+    (direct training)."""
+    from richreps.data import cues, ood
 
+    if ood.is_ood(recipe.cue_task):  # a fixed real dataset: its own train and validation splits
+        parts = {s: [t.to(device) for t in ood.splits(recipe.cue_task)[s]] for s in ("train", "val")}
+        return {s: cues.CueBatch(*parts[s], torch.empty(0), torch.empty(0)) for s in parts}
     sizes = {"train": recipe.train_size, "val": recipe.val_size}
     if recipe.train_size == 0:  # fresh samples every step (FreshCueStream): no stored training set
         del sizes["train"]
@@ -255,11 +259,11 @@ def make_data(
     or `gpu` (bytes from the workers, batched decode and augmentation on `device`)."""
     calib_seed = seed + 7919
     if recipe.data == "cues":
-        from richreps.data import cues
+        from richreps.data import cues, ood
 
         splits = cue_splits(recipe, device)
         va = splits["val"]
-        if recipe.train_size == 0:
+        if recipe.train_size == 0 and not ood.is_ood(recipe.cue_task):
             stream = FreshCueStream(recipe, micro, seed, rank, device)
             # BN calibration draws its own fresh batches, from a stream no training step uses
             extra = FreshCueStream(recipe, micro, calib_seed, rank, device)
@@ -273,7 +277,7 @@ def make_data(
             )
             calib = [tr.images[calib_idx[i : i + micro]] for i in range(0, len(calib_idx), micro)]
         val = [(va.images[i : i + 512], va.labels[i : i + 512]) for i in range(0, len(va.labels), 512)]
-        n_classes = cues.N_VALUES if recipe.cue_task == "mixture" else cues.TASKS[recipe.cue_task].n_classes
+        n_classes = cues.TASKS[recipe.cue_task].n_classes if recipe.cue_task in cues.TASKS else cues.N_VALUES
         return stream, calib, val, n_classes
     from richreps.data import build_dataset, pretrain_transform
 
