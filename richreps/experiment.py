@@ -363,11 +363,16 @@ def probe_extras(
     feats = features.cue_features(
         files, tasks, sizes, 0, cache, device, weights=recipe.cue_weights, render=recipe.cue_render
     )
-    swept = [
-        {**row, "budget": b}
-        for k, by_b in breps.items()
-        for b, rs in by_b.items()
-        for row in probe_rows(rs, feats, tasks, grid, [], k, device)
-    ]
-    traj = [row for k, rs in treps.items() for row in probe_rows(rs, feats, tasks, grid, [], k, device)]
+    swept, done = [], {}
+    for k, by_b in breps.items():
+        for b, rs in by_b.items():
+            for rep in rs:
+                rows = probe_rows([rep], feats, tasks, grid, [], k, device)
+                done[(k, rep.files)] = rows
+                swept += [{**row, "budget": b} for row in rows]
+    traj = []
+    for k, rs in treps.items():
+        for rep in rs:  # a trajectory step that is also a budget's CAT1 reuses its probes (same features)
+            cached = done.get((k, rep.files))
+            traj += cached if cached is not None else probe_rows([rep], feats, tasks, grid, [], k, device)
     return swept, traj

@@ -77,7 +77,8 @@ def rise_and_fall(traj: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
                 "falls": bool(pd.notna(last["high"]) and last["high"] < peak["acc"] - margin),
             }
         )
-    return pd.DataFrame(rows).set_index("target")
+    columns = ["target", "peak step", "peak", "last step", "last", "falls"]
+    return pd.DataFrame(rows, columns=columns).set_index("target")
 
 
 def sweep_lines(gains: pd.DataFrame, kept: list[str]) -> list[str]:

@@ -163,3 +163,10 @@ def test_ood_lines_compare_the_ood_verdicts_with_the_cue_verdicts():
     lines = verdicts.ood_lines(verdicts.verdicts(long, verdicts.calibration(long)))
     assert "mnist_plain uninformative" in lines[0] and "Neither OOD target can discriminate" in lines[1]
     assert verdicts.ood_lines(table.drop(index=["digits_uci"])) == []
+
+
+def test_trajectory_lines_say_so_when_no_kept_target_was_probed():
+    rows = [{"steps_per_member": 10, "replicate": 0, "task": "shape", "shots": "all", "test_acc": 0.3}]
+    table = sweep.trajectory_table(pd.DataFrame(rows))
+    assert sweep.trajectory_lines(table, []) == ["- No kept target was probed along the run."]
+    assert sweep.rise_and_fall(table.iloc[:0]).empty
