@@ -34,7 +34,7 @@ from schedulefree import AdamWScheduleFree
 from richreps import experiment, features, verdicts
 from richreps.config import Recipe
 from richreps.data import cues
-from richreps.io import atomic_path
+from richreps.io import append_rows, parse_assignments
 from richreps.models import build_model, recalibrate_bn
 from richreps.probe import fast_probe
 
@@ -115,13 +115,7 @@ class _preset:
 def parse_set(items: list[str], base: cues.Difficulty) -> cues.Difficulty:
     """`key=value` overrides of a Difficulty, values parsed as JSON (true, 0.2, ...)."""
     known = {f.name for f in dataclasses.fields(cues.Difficulty)}
-    changes = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"error: --set {item!r}: expected key=value with key one of {sorted(known)}")
-        changes[key] = json.loads(value)
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **parse_assignments(items, known))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,13 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                      "floor: untrained CATmax": low[task][1], "n_max": args.n_max, "ceiling": top, "ceiling steps": args.steps,
                      "kept": kept, "why not": why, "difficulty": json.dumps(dataclasses.asdict(difficulty), sort_keys=True)})  # fmt: skip
         print(f"{task:>13}: floor {floor:.3f}, ceiling {top:.3f} -> {'kept' if kept else why}", flush=True)
-    out = Path(args.out)
-    table = pd.DataFrame(rows)
-    if out.exists():
-        table = pd.concat([pd.read_csv(out), table], ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.round(4).to_csv(tmp, index=False)
-    print(f"appended {len(rows)} rows to {out} ({time.perf_counter() - start:.0f} s)")
+    print(f"appended {len(rows)} rows to {append_rows(args.out, rows)} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

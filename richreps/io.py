@@ -120,3 +120,32 @@ def payload_digest(obj) -> str:
 
     walk(obj)
     return h.hexdigest()
+
+
+def append_rows(path: str | Path, rows: list[dict]) -> Path:
+    """Append rows to a CSV record (created if missing), atomically: the one writer of the committed
+    records that `richreps.calibrate` and `richreps.tune` keep."""
+    path = Path(path)
+    table = pd.DataFrame(rows)
+    if path.exists():
+        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.round(4).to_csv(tmp, index=False)
+    return path
+
+
+def parse_assignments(items: list[str], known: set[str], flag: str = "--set") -> dict:
+    """`key=value` items (values parsed as JSON: true, 0.2, [1, 2]) with keys in `known`; a bad item
+    is a one-line SystemExit naming it."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"error: {flag} {item!r}: expected key=value with key one of {sorted(known)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(
+                f"error: {flag} {item!r}: the value is not JSON (quote strings: key='\"text\"')"
+            ) from None
+    return out

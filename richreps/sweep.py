@@ -66,10 +66,12 @@ def rise_and_fall(traj: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
     rows = []
     for task, g in traj.sort_values("step").groupby("target", sort=False):
         peak = g.loc[g["acc"].idxmax()]
-        last = g.iloc[-1]
+        first, last = g.iloc[0], g.iloc[-1]
         rows.append(
             {
                 "target": task,
+                "first step": int(first["step"]),
+                "first": first["acc"],
                 "peak step": int(peak["step"]),
                 "peak": peak["acc"],
                 "last step": int(last["step"]),
@@ -77,7 +79,7 @@ def rise_and_fall(traj: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
                 "falls": bool(pd.notna(last["high"]) and last["high"] < peak["acc"] - margin),
             }
         )
-    columns = ["target", "peak step", "peak", "last step", "last", "falls"]
+    columns = ["target", "first step", "first", "peak step", "peak", "last step", "last", "falls"]
     return pd.DataFrame(rows, columns=columns).set_index("target")
 
 
@@ -111,7 +113,8 @@ def trajectory_lines(table: pd.DataFrame, kept: list[str]) -> list[str]:
     if t.empty:
         return ["- No kept target was probed along the run."]
     lines = [
-        f"- **{task}**: peak {r['peak']:.1f} % at step {r['peak step']}, {r['last']:.1f} % at step {r['last step']}"
+        f"- **{task}**: {r['first']:.1f} % at step {r['first step']}, peak {r['peak']:.1f} % at step "
+        f"{r['peak step']}, {r['last']:.1f} % at step {r['last step']}"
         + (" (falls: the last interval lies below the peak)." if r["falls"] else ".")
         for task, r in t.iterrows()
     ]

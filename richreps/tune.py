@@ -16,7 +16,6 @@ compared on the validation split only; the probes' test splits are never drawn h
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import pandas as pd
 from richreps import pretrain
 from richreps.config import Recipe
 from richreps.data import cues
-from richreps.io import atomic_path
+from richreps.io import append_rows, parse_assignments
 
 RECORD = Path(__file__).parent / "data" / "member_sweep.csv"
 BASE = Recipe(train_size=0)  # fresh samples: the recipe that is tuned, before `--set`
@@ -41,13 +40,7 @@ def record_table(path: str | Path = RECORD) -> pd.DataFrame:
 
 def parse_set(items: list[str]) -> Recipe:
     """`key=value` recipe changes (values parsed as JSON) on top of `BASE`, checked like the flags."""
-    known = set(BASE.to_dict())
-    changes = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"error: --set {item!r}: expected key=value with key one of {sorted(known)}")
-        changes[key] = json.loads(value)
+    changes = parse_assignments(items, set(BASE.to_dict()))
     bad = Recipe.bound_error(changes)
     if bad:
         raise SystemExit(f"error: --set: {bad}")
@@ -87,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     for r in rows:
         print(f"step {r['step']:>6}: val {r['val_acc']:.3f} ({r['share of Bayes']:.0%} of Bayes)")
-    out = Path(args.out)
-    table = pd.DataFrame(rows)
-    if out.exists():
-        table = pd.concat([pd.read_csv(out), table], ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.round(4).to_csv(tmp, index=False)
-    print(f"appended {len(rows)} rows to {out} ({wall:.0f} s)")
+    print(f"appended {len(rows)} rows to {append_rows(args.out, rows)} ({wall:.0f} s)")
     return 0
 
 
