@@ -43,14 +43,18 @@ def save_checkpoint(
 
 
 def newest_valid_checkpoint(
-    folder: Path, recipe: Recipe, seed: int, decode: str
+    folder: Path, recipe: Recipe, seed: int, decode: str, before: int | None = None
 ) -> tuple[dict | None, Path | None]:
-    """The newest checkpoint that loads and was written by this recipe and seed.
+    """The newest checkpoint that loads and was written by this recipe and seed, at a step below
+    `before` when given (a member wanted at an earlier step than the run reached is retrained from
+    a checkpoint before it: shared-prefix runs are deterministic, so it is the same member).
 
     The check compares every `Recipe` field, so no flag that changes the trajectory can be
     missed; a checkpoint of another recipe is refused naming the flag.
     """
     for path in sorted(folder.glob("step*.pt"), reverse=True):
+        if before is not None and int(path.stem.removeprefix("step")) >= before:
+            continue
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             digest = ckpt.pop("digest")

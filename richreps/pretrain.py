@@ -296,7 +296,12 @@ def train(args: argparse.Namespace) -> dict:
     decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
     step, ckpt_path = 0, None
     if args.resume == "auto":
-        ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed, decode)
+        wanted = sorted(set(args.export_at) | {args.steps})
+        missing = [
+            s for s in wanted if not members.is_current(member_path(out, args.seed, s), recipe, args.seed, s)
+        ]
+        before = min(missing) if missing else None  # resume below the first member still to export
+        ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed, decode, before)
         if ckpt is not None:
             raw.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])

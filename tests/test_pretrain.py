@@ -117,6 +117,16 @@ def test_step_t_member_of_a_longer_run_equals_a_t_step_run(tmp_path, data):
     assert not same_state(a, member(tmp_path / "long" / "members" / "seed0_step8.pt"))
 
 
+def test_a_member_earlier_than_the_run_reached_is_retrained_from_an_earlier_checkpoint(tmp_path):
+    pretrain.train(args_for(tmp_path / "run", 8, "--ckpt-every", "2"))  # a plan that asked for 8 steps
+    pretrain.train(args_for(tmp_path / "run", 6, "--ckpt-every", "2"))  # the plan now asks for 6
+    pretrain.train(args_for(tmp_path / "ref", 6))
+    assert same_state(
+        member(tmp_path / "run" / "members" / "seed0_step6.pt"),
+        member(tmp_path / "ref" / "members" / "seed0_step6.pt"),
+    )
+
+
 def test_kill_and_resume_is_bitwise(tmp_path):
     common = [*SMALL, "--steps", "24", "--ckpt-every", "4", "--export-at", "12"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
