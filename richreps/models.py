@@ -83,11 +83,18 @@ class ResNetMember(Member):
 
 
 class SmallCNN(Member):
-    """Four conv-BN-ReLU stages and global pooling: a ResNet-shaped member that trains on 2 CPU cores."""
+    """Four conv-BN-ReLU stages and global pooling: a ResNet-shaped member that trains on 2 CPU cores.
 
-    def __init__(self, num_classes: int, width: int = 32):
+    `last_mult` widens the last stage only, so that one network has the feature dimension of a CATn
+    (`last_mult = n`: 8 x width x n features). That is WIDE1, the single-model control at matched
+    dimension, the laptop analogue of the paper's Table 2 "baseline" (ResNet50W2 beside CAT4).
+    """
+
+    def __init__(self, num_classes: int, width: int = 32, last_mult: int = 1):
         super().__init__()
-        chans = [3, width, 2 * width, 4 * width, 8 * width]
+        if last_mult < 1:
+            raise ValueError(f"last_mult must be at least 1, got {last_mult}")
+        chans = [3, width, 2 * width, 4 * width, 8 * width * last_mult]
         layers = []
         for i in range(4):
             layers += [
@@ -107,8 +114,13 @@ class SmallCNN(Member):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
 
 
-def build_model(arch: str, num_classes: int, width: int = 32) -> Member:
-    """A fresh member; the global RNG (seed it first) decides the initialisation."""
+def build_model(arch: str, num_classes: int, width: int = 32, last_mult: int = 1) -> Member:
+    """A fresh member; the global RNG (seed it first) decides the initialisation.
+
+    `last_mult` > 1 (small_cnn only) widens the last stage: WIDE1, see `SmallCNN`.
+    """
+    if last_mult != 1 and arch != "small_cnn":
+        raise ValueError(f"last_mult (a wider last stage) is defined for small_cnn only, not {arch!r}")
     if arch == "resnet50":
         return ResNetMember(algoperf_init(resnet50(num_classes=num_classes)))
     if arch == "resnet18_cifar":  # 3x3 stem without max-pool, for 32 px inputs
@@ -117,8 +129,25 @@ def build_model(arch: str, num_classes: int, width: int = 32) -> Member:
         net.maxpool = nn.Identity()
         return ResNetMember(algoperf_init(net))
     if arch == "small_cnn":
-        return SmallCNN(num_classes, width)
+        return SmallCNN(num_classes, width, last_mult)
     raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
+
+
+def train_flops_per_image(model: nn.Module, image_size: int) -> float:
+    """Forward + backward FLOPs of one training image, counted by torch's FlopCounterMode.
+
+    Reported beside WIDE1, whose compute differs from CAT1's at the same step count.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.train()
+    x = torch.zeros(2, 3, image_size, image_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return counter.get_total_flops() / 2
 
 
 def recalibrate_bn(model: nn.Module, batches, device: torch.device | str | None = None) -> int:

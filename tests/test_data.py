@@ -409,17 +409,18 @@ def test_loader_workers_share_the_node_between_its_local_ranks(monkeypatch):
 # ---------------------------------------------------------------- OOD targets (richreps.data.ood)
 
 
-@pytest.mark.parametrize("task", ["digits_uci", "mnist_plain"])
+@pytest.mark.parametrize("task", ["digits_uci", "mnist_plain", "mnist_clutter", "uci_plasma"])
 def test_ood_targets_are_fixed_stratified_three_channel_splits(task):
     from richreps.data import ood
 
     parts = ood.splits(task)
-    total = 1797 if task == "digits_uci" else 2000
+    total = 1797 if task in ("digits_uci", "uci_plasma") else 2000
     assert sum(len(y) for _, y in parts.values()) == total
     assert {s: len(y) for s, (_, y) in parts.items() if s != "train"} == ood.HELD_OUT[task]
     for x, y in parts.values():
         assert x.shape[1:] == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-        assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grey, replicated
+        if task in ood.SATURATED:
+            assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grey, replicated
         share = torch.bincount(y, minlength=10).float() / len(y)
         assert (share - 0.1).abs().max() < 0.01  # stratified: every class at its share
     ood.splits.cache_clear()
@@ -427,6 +428,28 @@ def test_ood_targets_are_fixed_stratified_three_channel_splits(task):
     assert all(torch.equal(parts[s][0], again[s][0]) and torch.equal(parts[s][1], again[s][1]) for s in parts)
     ids = [set(map(bytes, (p[0][:, 0] * 255).to(torch.uint8).flatten(1).numpy())) for p in parts.values()]
     assert not (ids[0] & ids[2]) and not (ids[1] & ids[2])  # no test image in train or validation
+
+
+def test_the_ood_target_lists_of_verdicts_and_ood_agree():
+    from richreps import verdicts
+    from richreps.data import ood
+
+    assert verdicts.OOD_TARGETS == ood.TARGETS and verdicts.SATURATED == ood.SATURATED
+
+
+def test_the_shifted_ood_targets_use_nuisances_the_pretraining_renderer_never_draws():
+    """mnist_clutter: strokes in saturated hues (not tab10) anywhere on the canvas; uci_plasma: dark ink."""
+    from richreps.data import cues, ood
+
+    x, _ = ood.splits("mnist_clutter")["train"]
+    top = x.flatten(2).max(2).values  # the brightest value per channel: a saturated hue reaches 1
+    assert (top.max(1).values > 0.95).float().mean() > 0.9
+    palette_max = cues.PALETTE.max(1).values
+    assert palette_max.max() < 1.0 + 1e-6 and (palette_max < 0.95).sum() >= 7  # tab10 is muted
+    centres = [(img.std(0) > 0.2).nonzero().float().mean(0) for img in x[:50]]
+    assert torch.stack(centres).std(0).min() > 1.0  # the digit moves: not a fixed position grid
+    u, _ = ood.splits("uci_plasma")["train"]
+    assert u.mean() > 0.5  # bright background, dark ink: the opposite polarity of every other target
 
 
 def test_mnist_plain_is_the_transfer_pool_centred_and_digits_uci_is_upsampled():

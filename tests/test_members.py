@@ -154,3 +154,17 @@ def test_our_members_load_with_their_classifier(tmp_path):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(members.load(tmp_path / "d.pt")(x), model(x))  # head included, not re-initialised
+
+
+def test_wide1_has_the_feature_dimension_of_catmax_and_reports_its_compute():
+    """Issue 19: one network as wide as CATmax's concatenation (8 x width x n features), with its FLOPs."""
+    from richreps.models import build_model, train_flops_per_image
+
+    one = build_model("small_cnn", 10, width=16)
+    wide = build_model("small_cnn", 10, width=16, last_mult=5)
+    x = torch.zeros(3, 3, 32, 32)
+    assert one.features(x).shape == (3, 128) and wide.features(x).shape == (3, 5 * 128)
+    assert wide.fc.in_features == 640
+    assert train_flops_per_image(wide, 32) > train_flops_per_image(one, 32) > 0
+    with pytest.raises(ValueError, match="small_cnn only"):
+        build_model("resnet50", 10, last_mult=2)

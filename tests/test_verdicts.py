@@ -170,3 +170,52 @@ def test_trajectory_lines_say_so_when_no_kept_target_was_probed():
     table = sweep.trajectory_table(pd.DataFrame(rows))
     assert sweep.trajectory_lines(table, []) == ["- No kept target was probed along the run."]
     assert sweep.rise_and_fall(table.iloc[:0]).empty
+
+
+# ---------------------------------------------------------------- issue 19: the range keep rule and Holm
+
+
+@pytest.mark.parametrize(
+    "floor, ceiling, chance, seeds, plateaued, kept, why",
+    [
+        (0.14, math.nan, 0.1, 3, True, False, "no ceiling"),
+        (math.nan, 0.87, 0.1, 3, True, False, "no floor"),
+        (0.14, 0.87, 0.1, 2, True, False, "from 2 seeds"),
+        (0.14, 0.87, 0.1, 3, False, False, "still rising"),
+        (0.70, 0.87, 0.1, 3, True, False, "of the floor"),
+        (0.10, 0.65, 0.5, 3, True, False, "of chance"),
+        (0.14, 0.87, 0.1, 3, True, True, ""),
+    ],
+)
+def test_the_range_keep_rule_keeps_a_wide_range_and_names_the_first_failing_reason(
+    floor, ceiling, chance, seeds, plateaued, kept, why
+):
+    got, reason = verdicts.range_keep_rule(floor, ceiling, chance, seeds, plateaued)
+    assert got is kept and why in reason and (reason == "") is kept
+
+
+def test_the_range_keep_rule_keeps_shape_which_the_fixed_90_percent_cut_dropped():
+    # the committed laptop calibration: shape's floor 0.144, ceiling 0.874 (below the old 90 % cut)
+    assert verdicts.keep_rule(0.144, 0.874)[0] is False
+    assert verdicts.range_keep_rule(0.144, 0.874, 0.1, 3, True) == (True, "")
+
+
+def test_holm_matches_a_hand_worked_family_of_four():
+    # sorted: 0.005 <= 0.05/4 reject; 0.01 <= 0.05/3 reject; 0.03 > 0.05/2 stop (0.04 not rejected either)
+    # adjusted: 4 x 0.005 = 0.02, max(0.02, 3 x 0.01) = 0.03, max(0.03, 2 x 0.03) = 0.06, max(0.06, 0.04)
+    rejected, adjusted = verdicts.holm([0.01, 0.04, 0.03, 0.005])
+    assert rejected == [True, False, False, True]
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_never_rejects_a_missing_p_value_and_does_not_count_it():
+    rejected, adjusted = verdicts.holm([0.02, math.nan])
+    assert rejected == [True, False] and adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1])
+
+
+def test_paired_p_is_the_two_sided_one_sample_t_test():
+    from scipy import stats
+
+    d = [1.0, 2.5, 0.5, 1.5]
+    assert verdicts.paired_p(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert math.isnan(verdicts.paired_p([1.0]))

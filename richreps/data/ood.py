@@ -10,7 +10,19 @@ the pretraining renderer; these two targets are not drawn by it at all, and both
   images: the 20x20 glyph centred on a black 32x32 canvas, no colour, texture or position cue. The same
   objects in another rendering, as CIFAR is to ImageNet.
 
-Both are grey, replicated to 3 channels, and split once: a fixed stratified train / validation / test split
+Two more are built to be read only by features that were learned, not by random ones (issue 19: the
+plain digits above are read at 94-99 % by untrained networks, so they cannot discriminate). Each puts the
+digit under a shift that the pretraining renderer never makes:
+
+- `mnist_clutter`: the transfer-pool MNIST glyphs rotated (+-15 degrees), scaled (1.0-1.3) and moved
+  anywhere on the canvas, in saturated hues outside the tab10 palette, over clutter: two half-opaque
+  fragments of other transfer-pool glyphs in other hues, and a smooth colour field.
+- `uci_plasma`: scikit-learn's UCI digits at a random size (14-26 px) and place, drawn dark on a bright
+  low-pass noise texture ("plasma"; the renderer only draws gratings), with no colour cue.
+
+Both are rendered once from a fixed seed (`RENDER_SEED`): datasets, not samples.
+
+The first two are grey, replicated to 3 channels, and all are split once: a fixed stratified train / validation / test split
 (scikit-learn's `train_test_split`, seed 0), the same for every run, so the targets are datasets, not samples.
 """
 
@@ -26,7 +38,15 @@ SIZE = 32
 N_CLASSES = 10
 SPLIT_SEED = 0
 # test and validation sizes per target; the rest trains the probe (and direct training)
-HELD_OUT = {"digits_uci": {"test": 450, "val": 300}, "mnist_plain": {"test": 600, "val": 400}}
+HELD_OUT = {
+    "digits_uci": {"test": 450, "val": 300},
+    "mnist_plain": {"test": 600, "val": 400},
+    "mnist_clutter": {"test": 600, "val": 400},
+    "uci_plasma": {"test": 450, "val": 300},
+}
+RENDER_SEED = 20261130
+# Read at 94-99 % by untrained networks (results/laptop): listed, labelled saturated, never discriminating.
+SATURATED = ("digits_uci", "mnist_plain")
 TARGETS = tuple(HELD_OUT)
 
 
@@ -53,14 +73,84 @@ def _mnist_plain() -> tuple[torch.Tensor, torch.Tensor]:
     return x, labels.clone()
 
 
-@lru_cache(maxsize=2)
+def _hues(n: int, g: torch.Generator) -> torch.Tensor:
+    """(n, 3) fully saturated, full-value colours of random hue: none is a (muted) tab10 colour."""
+    h = torch.rand(n, generator=g)[:, None] * 6
+    k = (torch.tensor([5.0, 3.0, 1.0]) + h) % 6
+    return 1 - torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _place(
+    masks: torch.Tensor, g: torch.Generator, rotate: float, scale: tuple[float, float]
+) -> torch.Tensor:
+    """Masks (N, 1, s, s) rotated, scaled and moved to a random place on a SIZE x SIZE canvas."""
+    n, _, s, _ = masks.shape
+    canvas = torch.zeros(n, 1, SIZE, SIZE)
+    off = (SIZE - s) // 2
+    canvas[:, :, off : off + s, off : off + s] = masks
+    angle = (2 * torch.rand(n, generator=g) - 1) * rotate * torch.pi / 180
+    zoom = scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=g)
+    # room left to move once scaled (in the [-1, 1] coordinates of affine_grid)
+    room = (1 - zoom * s / SIZE).clamp_min(0)
+    shift = (2 * torch.rand(n, 2, generator=g) - 1) * room[:, None]
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, -shift[:, 0]], 1), torch.stack([sin, cos, -shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, (n, 1, SIZE, SIZE), align_corners=False)
+    return F.grid_sample(canvas, grid, align_corners=False).clamp_(0, 1)
+
+
+def _smooth_field(n: int, g: torch.Generator, channels: int, cells: int) -> torch.Tensor:
+    """(n, channels, SIZE, SIZE) low-pass noise in [0, 1]: uniform noise on a coarse grid, upsampled."""
+    coarse = torch.rand(n, channels, cells, cells, generator=g)
+    return F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp_(0, 1)
+
+
+def _mnist_clutter() -> tuple[torch.Tensor, torch.Tensor]:
+    from richreps.data.cues import glyph_pool
+
+    glyphs, labels = glyph_pool("transfer")
+    n, g = len(glyphs), torch.Generator().manual_seed(RENDER_SEED)
+    img = 0.35 + 0.3 * _smooth_field(n, g, 3, 4)
+    for _ in range(2):  # fragments of other glyphs: a random 8x8 crop of a random glyph, half opaque
+        other = glyphs[torch.randint(n, (n,), generator=g)]
+        y0, x0 = torch.randint(2, 11, (2,), generator=g).tolist()
+        frag = torch.zeros(n, 1, 20, 20)
+        frag[:, :, 6:14, 6:14] = other[:, None, y0 : y0 + 8, x0 : x0 + 8]
+        mask = 0.5 * _place(frag, g, 180.0, (0.8, 1.0))
+        img = torch.lerp(img, _hues(n, g)[:, :, None, None].expand_as(img), mask)
+    mask = _place(glyphs[:, None], g, 15.0, (1.0, 1.3))
+    img = torch.lerp(img, _hues(n, g)[:, :, None, None].expand_as(img), mask)
+    return img.add_(0.05 * torch.randn(img.shape, generator=g)).clamp_(0, 1), labels.clone()
+
+
+def _uci_plasma() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _digits_uci()
+    n, g = len(y), torch.Generator().manual_seed(RENDER_SEED + 1)
+    field = 0.55 + 0.45 * _smooth_field(n, g, 1, 8)
+    mask = _place(x, g, 0.0, (14 / SIZE, 26 / SIZE))
+    img = field * (1 - 0.85 * mask)  # dark ink on a bright texture
+    img = img.expand(-1, 3, -1, -1) + 0.05 * torch.randn(n, 3, SIZE, SIZE, generator=g)
+    return img.clamp_(0, 1), y
+
+
+_BUILDERS = {
+    "digits_uci": _digits_uci,
+    "mnist_plain": _mnist_plain,
+    "mnist_clutter": _mnist_clutter,
+    "uci_plasma": _uci_plasma,
+}
+
+
+@lru_cache(maxsize=4)
 def splits(task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{'train' | 'val' | 'test': (images (N, 3, 32, 32) in [0, 1], labels (N,))}, fixed and stratified."""
     from sklearn.model_selection import train_test_split
 
     if not is_ood(task):
         raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
-    x, y = _digits_uci() if task == "digits_uci" else _mnist_plain()
+    x, y = _BUILDERS[task]()
     idx = np.arange(len(y))
     sizes = HELD_OUT[task]
     rest, test = train_test_split(idx, test_size=sizes["test"], stratify=y, random_state=SPLIT_SEED)
@@ -68,5 +158,5 @@ def splits(task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     out = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         part = torch.from_numpy(np.sort(part))
-        out[name] = (x[part].expand(-1, 3, -1, -1).contiguous(), y[part])
+        out[name] = (x[part].expand(-1, 3, -1, -1).contiguous(), y[part])  # grey or colour
     return out
