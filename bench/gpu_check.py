@@ -1,10 +1,13 @@
 """The project's GPU check: every figure the paper's path needs from one GPU, in one resumable command.
 
-    python -m bench.gpu_check [--out outputs/gpu_check] [--budget-s 450] [--dry-run]
+    python -m bench.gpu_check [--out outputs/gpu_check] [--budget-s 480] [--dry-run]
 
-Parts, each written to <out>/parts/<part>.json as it finishes (a second call skips finished parts;
-`--force` reruns them), then gathered into <out>/summary.json and summary.md, every figure with the
-card and torch version that produced it:
+Parts, each run in its own process group under its own time cap (`CAPS`, shares of `--budget-s`: 8
+minutes in all) and written to <out>/parts/<part>.json as it finishes (a second call skips finished
+parts; `--force` reruns them), then gathered into <out>/summary.json and summary.md, every figure with
+the card and torch version that produced it, and which parts ran, finished, failed or were stopped at
+their cap. A stopped part is killed with everything it started (torchrun workers, papermill and its
+kernel, which runs in a session of its own), so nothing keeps the GPU after the check:
 
   throughput   ResNet-50 images/s, batch 256, bf16 + channels_last, eager and compiled: synthetic
                batch vs the real stream of `richreps.pretrain` for each --decode path (bench.pretrain_throughput)
@@ -13,7 +16,7 @@ card and torch version that produced it:
                (compiled on CUDA), two exports with BN recalibrated, then richreps.probe --dataset imagenet
   probe        the fast probe on the GPU vs on the CPU, same features
   notebooks    notebooks 03 and 04 of params/laptop.yaml (else small.yaml) with one seed set, timed; what
-               does not fit in the time left is reported as such
+               does not fit in its cap is reported as such
 
 `--dry-run` runs every part at a tiny size on whatever device is present (the tests run it on the CPU);
 its figures say nothing about speed. Run it as `make gpu-check` (ARGS=--dry-run for the tiny version).
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,8 +34,19 @@ from pathlib import Path
 import torch
 import yaml
 
+from bench.processes import run_capped
+
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("throughput", "decode", "end_to_end", "probe", "notebooks")
+# each part's share of the budget: at the default 480 s, 150 + 45 + 135 + 60 + 90 s
+CAPS = {
+    "throughput": 150 / 480,
+    "decode": 45 / 480,
+    "end_to_end": 135 / 480,
+    "probe": 60 / 480,
+    "notebooks": 90 / 480,
+}
+BUDGET_S, DRY_BUDGET_S = 480.0, 1500.0  # a dry run on a shared CPU is slower per part than the GPU check
 
 
 def device_info() -> dict:
@@ -46,15 +59,8 @@ def device_info() -> dict:
 
 
 def sh(cmd: list[str], timeout: float) -> tuple[int, float, str]:
-    """(exit code, seconds, last lines of output) of a subprocess run from the repository root."""
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-        code, text = p.returncode, p.stderr + p.stdout  # what the command says last: its result
-    except subprocess.TimeoutExpired as e:
-        code, text = 124, f"timed out after {timeout:.0f} s; {(e.stdout or b'')[-2000:]!r}"
-    return code, round(time.perf_counter() - start, 1), "\n".join(text.strip().splitlines()[-6:])
+    """(exit code, seconds, last lines of output) of a subprocess; its whole tree is killed past `timeout`."""
+    return run_capped(cmd, timeout, cwd=ROOT)
 
 
 def part_throughput(work: Path, dry: bool, left: float) -> dict:
@@ -117,7 +123,7 @@ def part_end_to_end(work: Path, dry: bool, left: float) -> dict:
         str(steps // 2),
     ]
     cmd += ["--resume", "none", "--overwrite", *(["--compile"] if cuda else [])]
-    code, wall, tail = sh(cmd, min(left, 300))
+    code, wall, tail = sh(cmd, left * 0.75)
     result = {"pretrain_exit": code, "pretrain_s": wall, "compiled": cuda, "steps": steps}
     if code != 0:
         return {**result, "error": tail}
@@ -128,7 +134,7 @@ def part_end_to_end(work: Path, dry: bool, left: float) -> dict:
     result["bn_recalibrated"] = all(float((v - 1).abs().sum()) > 0 for v in stats)  # not left at reset values
     probe = [sys.executable, "-m", "richreps.probe", "--members", *files, "--dataset", "imagenet"]
     probe += ["--root", str(root), "--image-size", "64", "--cache", str(work / "e2e_cache")]
-    code, wall, tail = sh(probe, min(left, 200))
+    code, wall, tail = sh(probe, left - wall)
     return {
         **result,
         "probe_exit": code,
@@ -189,7 +195,7 @@ def part_notebooks(work: Path, dry: bool, left: float) -> dict:
             e["notebook"]: {"status": e["status"], "wall_s": e.get("wall_time_s")} for e in entries
         }
     if code == 124:
-        result["note"] = f"did not finish in the {left:.0f} s left of the check's budget"
+        result["note"] = f"did not finish in the part's cap of {left:.0f} s"
     elif code:
         result["error"] = tail
     return result
@@ -231,10 +237,37 @@ def markdown(summary: dict) -> str:
     lines = [f"# GPU check: {info['device']}, torch {info['torch']}{dry}", "",
              "| figure | measured | target |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} |" for a, b, c in headline(summary["parts"])]
+    lines += ["", f"Parts in this call (budget {summary['budget_s']:.0f} s, each part capped at its share):", "",
+              "| part | status | seconds | cap (s) |", "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {p} | {r['status']} | {r.get('seconds', '')} | {r.get('cap_s', '')} |"
+        for p, r in summary["ran"].items()
+    ]
     lines += ["", "Every part's full record (each names the card and torch version that produced it):", ""]
     for part in PARTS:
         lines += [f"## {part}", "", "```json", json.dumps(summary["parts"].get(part), indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def caps(budget_s: float) -> dict[str, float]:
+    """Each part's time cap: its share of the budget (8 minutes in all by default)."""
+    return {part: round(budget_s * CAPS[part], 1) for part in PARTS}
+
+
+def run_one_part(part: str, out: Path, dry: bool, cap_s: float) -> int:
+    """The child process of one part: run it and write its record (what `--one-part` does)."""
+    from richreps.io import write_json
+
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # a margin under the cap, so that a part whose own commands run long still writes its record
+    result = globals()[f"part_{part}"](work, dry, cap_s * 0.9)
+    write_json(
+        out / "parts" / f"{part}.json",
+        {**device_info(), "seconds": round(time.perf_counter() - t0, 1), **result},
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,11 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=None, help="default: outputs/gpu_check (outputs/gpu_check_dry with --dry-run)"
     )
     ap.add_argument(
-        "--budget-s", type=float, default=450.0, help="seconds for all parts; the notebooks get what is left"
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"seconds for all parts, shared out as each part's cap (default {BUDGET_S:.0f}; {DRY_BUDGET_S:.0f} "
+        "with --dry-run, on a CPU)",
     )
     ap.add_argument("--dry-run", action="store_true", help="every part at a tiny size (tests, CPU)")
     ap.add_argument("--force", action="store_true", help="rerun parts that already finished")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--one-part", choices=PARTS, help=argparse.SUPPRESS)  # the child process of one part
     args = ap.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         print(
@@ -255,34 +293,56 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    budget = args.budget_s if args.budget_s is not None else DRY_BUDGET_S if args.dry_run else BUDGET_S
+    if not budget > 0:
+        ap.error(f"--budget-s must be > 0, got {budget}")
+    cap = caps(budget)
     out = Path(args.out or ROOT / "outputs" / ("gpu_check_dry" if args.dry_run else "gpu_check"))
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
+    if args.one_part:
+        return run_one_part(args.one_part, out, args.dry_run, cap[args.one_part])
     from richreps.io import write_json, write_text
 
     info = device_info()
-    print(f"GPU check on {info['device']}, torch {info['torch']}{' (dry run)' if args.dry_run else ''}")
-    start = time.perf_counter()
+    print(f"GPU check on {info['device']}, torch {info['torch']}{' (dry run)' if args.dry_run else ''}; "
+          f"caps (s): {', '.join(f'{p} {cap[p]:g}' for p in args.parts)}")  # fmt: skip
+    ran = {p: {"status": "not asked"} for p in PARTS}
     for part in args.parts:
         path = out / "parts" / f"{part}.json"
         if path.exists() and not args.force:
             print(f"[{part}] done earlier ({path})")
+            ran[part] = {"status": "done earlier"}
             continue
-        left = args.budget_s - (time.perf_counter() - start)
-        t0 = time.perf_counter()
-        result = globals()[f"part_{part}"](work, args.dry_run, max(left, 30.0))
-        write_json(path, {**info, "seconds": round(time.perf_counter() - t0, 1), **result})
-        print(f"[{part}] {time.perf_counter() - t0:.0f} s")
+        path.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "bench.gpu_check", "--one-part", part, "--out", str(out),
+               "--budget-s", str(budget), *(["--dry-run"] if args.dry_run else [])]  # fmt: skip
+        code, wall, tail = run_capped(cmd, cap[part], cwd=ROOT, log=out / "parts" / f"{part}.log")
+        status = (
+            "finished" if code == 0 and path.exists() else "stopped at its cap" if code == 124 else "failed"
+        )
+        ran[part] = {"status": status, "seconds": wall, "cap_s": cap[part]}
+        if status != "finished":
+            ran[part]["output"] = tail
+        print(
+            f"[{part}] {status}: {wall:.0f} s of its {cap[part]:g} s cap"
+            + (f"\n{tail}" if status == "failed" else "")
+        )
     parts = {
         p: json.loads((out / "parts" / f"{p}.json").read_text())
         for p in PARTS
         if (out / "parts" / f"{p}.json").exists()
     }
-    summary = {"info": info, "dry_run": args.dry_run, "parts": parts}
+    summary = {"info": info, "dry_run": args.dry_run, "budget_s": budget, "ran": ran, "parts": parts}
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", markdown(summary))
     print(f"wrote {out / 'summary.json'} and summary.md")
+    unfinished = [p for p in args.parts if ran[p]["status"] not in ("finished", "done earlier")]
+    if unfinished:
+        print(
+            f"error: {', '.join(unfinished)} did not finish (see summary.md); run again to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -49,7 +49,7 @@ def sklearn_probe(tr, va, te, warm_start: bool, max_iter: int, patience: int) ->
     features, the same objective (mean cross-entropy + wd/2 ||w||^2, intercept unpenalised: C = 1/(wd n)),
     and, like-for-like, the same grid order (strong to weak), warm starts, iteration cap and stopping rule.
     Returns (validation accuracy, weight decay, test accuracy) of the value chosen on validation."""
-    xtr, xva, xte = (s.features.float() for s in (tr, va, te))
+    xtr, xva, xte = (s.features.tensor().float() for s in (tr, va, te))
     mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True).clamp_min(1e-6)
     xtr, xva, xte = (((x - mean) / std).numpy() for x in (xtr, xva, xte))
     ytr, yva, yte = (s.labels.numpy() for s in (tr, va, te))

@@ -1,6 +1,7 @@
 """The TIME-CONCAT compute plan: which members to train, for how long, and what it costs.
 
     python -m richreps.budget --total 400000 --baseline 450000 --cat 2 4 5 --mode shared-prefix
+    python -m richreps.budget --resources params/paper.yaml   # GPU-hours, RAM and disk (richreps.resources)
 
 CAT1 is one member trained for the baseline's steps; CATn is n members of cat_budget // n steps
 (`--total`, the paper's "total iters": 400K).
@@ -17,6 +18,12 @@ import sys
 from dataclasses import dataclass, field
 
 MODES = ("shared-prefix", "independent")
+SEED_MAX = 2**63 - 1  # = richreps.config.SEED_MAX, pretrain's --seed bound (a plan imports no torch)
+# No member shorter than this many warmups (issue 19): a member that ends inside or just after its
+# warmup measures the warmup, not training. Shared-prefix needs a warmup fixed in steps, so instead of
+# scaling the warmup with the member (AlgoPerf's share of the run), sweep budgets whose CATmax members
+# would be shorter are left out and named (`Plan.left_out`).
+WARMUP_MULT = 5
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Plan:
     # and CAT1's seed along its run (members as (seed, steps))
     sweep: dict[int, dict[int, list[tuple[int, int]]]] = field(default_factory=dict)
     trajectory: list[tuple[int, int]] = field(default_factory=list)
+    left_out: dict[int, str] = field(default_factory=dict)  # sweep budget -> why it was left out
 
     @property
     def training_steps(self) -> int:
@@ -61,6 +69,12 @@ def members(
     seeds = list(range(max(sizes))) if seeds is None else list(seeds)
     if len(seeds) < max(sizes):
         raise ValueError(f"--seeds lists {len(seeds)} seeds; CAT{max(sizes)} needs {max(sizes)}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:  # a CATn is n distinct members: one seed twice would be one member counted twice
+        raise ValueError(f"--seeds lists seed {twice[0]} more than once; each member needs its own seed")
+    outside = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if outside:
+        raise ValueError(f"--seeds: seed {outside[0]} is outside [0, {SEED_MAX}] (pretrain's --seed)")
     out = {}
     for n in sizes:
         steps = baseline if n == 1 else cat_budget // n
@@ -122,10 +136,25 @@ def plan(
             "makes the step-t model of a longer run differ from a t-step run; use --warmup-steps or --mode independent"
         )
     cat_members = members(cat_budget, baseline, cats, seeds)
+    shortest = min((ms[0][1], n) for n, ms in cat_members.items())
+    if warmup_steps and warmup_steps > shortest[0]:
+        raise ValueError(
+            f"--warmup-steps {warmup_steps} is longer than the shortest member (CAT{shortest[1]}: "
+            f"{shortest[0]} steps), which would end inside its warmup"
+        )
     first = cat_members[1][0][0]
     if any(t < 1 for t in trajectory):
         raise ValueError(f"trajectory steps must be >= 1, got {list(trajectory)}")
     swept = sweep_members(list(sweep), cat_budget, baseline, max(cat_members), seeds) if sweep else {}
+    left_out = {}
+    for b, by_n in list(swept.items()):
+        short = min(ms[0][1] for ms in by_n.values())
+        if warmup_steps and short < WARMUP_MULT * warmup_steps:
+            left_out[b] = (
+                f"its CAT{max(by_n)} members train {short} steps, under {WARMUP_MULT} x "
+                f"--warmup-steps {warmup_steps}"
+            )
+            del swept[b]
     traj = [(first, t) for t in sorted(set(trajectory))]
     needs: dict[tuple[int, int], list[str]] = {}
     for n, ms in cat_members.items():
@@ -137,7 +166,7 @@ def plan(
                 needs.setdefault(m, []).append(f"sweep {b}: CAT{n}")
     for m in traj:
         needs.setdefault(m, []).append("trajectory")
-    return Plan(cat_members, _runs(needs, mode), mode, swept, traj)
+    return Plan(cat_members, _runs(needs, mode), mode, swept, traj, left_out)
 
 
 def replicate_plans(
@@ -151,7 +180,17 @@ def replicate_plans(
     sweep: list[int] = (),
     trajectory: list[int] = (),
 ) -> list[Plan]:
-    """One plan per replicate seed set; set k uses the seeds shifted by 100 k."""
+    """One plan per replicate seed set; set k uses the seeds shifted by 100 k. Sets share no seed,
+    so no run is counted in two of them."""
+    used = [[s + 100 * k for s in seeds[: max([1, *cats])]] for k in range(sets)]
+    for k in range(1, sets):
+        for j in range(k):
+            shared = sorted(set(used[j]) & set(used[k]))
+            if shared:
+                raise ValueError(
+                    f"seed sets {j} and {k} share seed {shared[0]} (set k uses the seeds + 100 k); "
+                    "choose seeds less than 100 apart"
+                )
     return [
         plan(
             cat_budget,
@@ -165,6 +204,31 @@ def replicate_plans(
             trajectory,
         )
         for k in range(sets)
+    ]
+
+
+WIDE_SEED_OFFSET = 50  # WIDE1 of seed set k trains with that set's first seed + 50
+
+
+def wide_plans(plans: list[Plan], baseline: int, offset: int = WIDE_SEED_OFFSET) -> list[Plan]:
+    """WIDE1 for every seed set: one run of CAT1's `baseline` steps, seed = the set's first seed + `offset`.
+
+    WIDE1 (the single network of CATmax's feature dimension, the paper's Table 2 "baseline") trains
+    with its own recipe into its own run folder, but its seed is still checked against every seed any
+    plan uses, so that no initialisation or data order is shared between or within seed sets."""
+    used = {r.seed for p in plans for r in p.runs}
+    seeds = [p.cats[1][0][0] + offset for p in plans]
+    for k, s in enumerate(seeds):
+        if s in used or seeds.count(s) > 1:
+            raise ValueError(
+                f"WIDE1 of seed set {k} would use seed {s} (its first seed + {offset}), which another run "
+                "uses; choose seeds that leave first seed + 50 free"
+            )
+        if not 0 <= s <= SEED_MAX:
+            raise ValueError(f"WIDE1 seed {s} is outside [0, {SEED_MAX}] (pretrain's --seed)")
+    return [
+        Plan({1: [(s, baseline)]}, [Run(s, baseline, [baseline], {baseline: "WIDE1"})], p.mode)
+        for s, p in zip(seeds, plans)
     ]
 
 
@@ -217,7 +281,21 @@ def format_plan(p: Plan, other: Plan | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m richreps.budget", description=__doc__.splitlines()[0])
+    res = argparse.ArgumentParser(add_help=False)  # the resource plan of a params file (richreps.resources)
+    res.add_argument(
+        "--resources", metavar="PARAMS.yaml", help="print a params file's GPU-hours, RAM and disk"
+    )
+    res.add_argument("--outputs", default="outputs", help="with --resources: the runner's outputs root")
+    known, rest = res.parse_known_args(argv)
+    if known.resources:
+        from richreps.resources import main_resources
+
+        if rest:
+            res.error(f"--resources takes no other flag than --outputs, got {' '.join(rest)}")
+        return main_resources(known.resources, known.outputs)
+    ap = argparse.ArgumentParser(
+        prog="python -m richreps.budget", description=__doc__.splitlines()[0], parents=[res]
+    )
     ap.add_argument(
         "--total", type=int, required=True, help="steps shared by the members of each CATn (n > 1)"
     )

@@ -1,9 +1,11 @@
 """Training checkpoints of `richreps.pretrain`: atomic writes, the newest valid one, RNG states, and the
-guards around a restart (the non-finite-loss marker, `--resume none` / `--overwrite`).
+guards around a restart (`start_of_run`, the non-finite-loss marker, `--resume none` / `--overwrite`).
 
 A checkpoint holds everything a bitwise resume needs (model, optimizer, stream position, every rank's
 RNG state) plus the recipe, seed and decode path that wrote it, and a checksum of its payload; a resume
 skips a torn or corrupt one for the previous one and refuses one written by another recipe, naming the flag.
+Every start of a run, whatever its `--resume` and `--export-at`, first compares the recipe recorded in
+the newest valid checkpoint and in every member already in `--out` with the request (`start_of_run`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -66,6 +69,10 @@ def newest_valid_checkpoint(
                 f"[pretrain] skipping corrupt checkpoint {path} (payload checksum mismatch)", file=sys.stderr
             )
             continue
+        if not isinstance(ckpt.get("recipe"), Mapping):  # a valid digest over a damaged record
+            kind = type(ckpt.get("recipe")).__name__
+            print(f"[pretrain] skipping damaged checkpoint {path} (its recipe is a {kind})", file=sys.stderr)
+            continue
         diff = recipe.diff(ckpt.get("recipe"))
         if diff is None and ckpt.get("seed") != seed:
             diff = ("seed", ckpt.get("seed"), seed)
@@ -73,12 +80,17 @@ def newest_valid_checkpoint(
             diff = ("decode", ckpt.get("decode"), decode)
         if diff:
             key, old, new = diff
-            raise SystemExit(
-                f"error: {path} was written with --{key.replace('_', '-')} {old}, this run has {new}; "
-                "use another --out"
-            )
+            raise SystemExit(refusal(path, key, old, new))
         return ckpt, path
     return None, None
+
+
+def refusal(path: Path, key: str, old, new) -> str:
+    """The one-line error for a file in `--out` written by another recipe, naming the first differing flag."""
+    return (
+        f"error: {path} was written with --{key.replace('_', '-')} {old}, this run has {new}; "
+        "use another --out, or --overwrite to move the earlier run to replaced/"
+    )
 
 
 def rng_states(device: torch.device) -> dict:
@@ -128,10 +140,12 @@ def check_failure_marker(marker: Path, resume_from: Path | None) -> None:
 
 
 def seed_files(out: Path, seed: int) -> list[Path]:
-    """Everything a run of `seed` wrote in `out`: checkpoints, metrics, members, final state, failure marker."""
+    """Everything a run of `seed` wrote in `out`: checkpoints, metrics and settings, members, final state,
+    failure marker."""
     candidates = [
         out / "ckpt" / f"seed{seed}",
         out / "metrics" / f"seed{seed}.jsonl",
+        *sorted((out / "metrics").glob(f"*_seed{seed}.json")),  # e.g. the run's device settings
         out / "final" / f"seed{seed}.pt",
         out / f"FAILED_seed{seed}.json",
         *sorted((out / "members").glob(f"seed{seed}_step*.pt")),
@@ -148,7 +162,10 @@ def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int)
             "use a new --out, or --overwrite to move it aside"
         )
     if earlier and master:
-        aside = out / "replaced" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+        aside, k = out / "replaced" / stamp, 1
+        while aside.exists():  # two starts within a second: never move onto an earlier copy
+            aside, k = out / "replaced" / f"{stamp}-{k}", k + 1
         for p in earlier:
             dest = aside / p.relative_to(out)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -156,3 +173,81 @@ def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int)
         print(f"[pretrain] moved the earlier run of seed {seed} aside to {aside}", file=sys.stderr)
     if world > 1:
         dist.barrier()
+
+
+def start_of_run(
+    out: Path,
+    recipe: Recipe,
+    seed: int,
+    decode: str,
+    resume: str,
+    overwrite: bool,
+    exports: list[int],
+    master: bool,
+    world: int,
+) -> tuple[int | None, dict | None, Path | None]:
+    """The one rule for every start of `richreps.pretrain`, before any data or model is built.
+
+    Every member already in `out` (of any seed: a run folder holds one recipe) and, when resuming,
+    this seed's newest valid checkpoint are compared with `recipe`, field by field; the first
+    difference is refused naming its flag. `--overwrite` moves this seed's earlier run to
+    `replaced/` in every mode (never over it) and starts afresh; `--resume none` without it refuses
+    a folder that holds this seed. A member that is damaged (unreadable, altered weights) is not a
+    conflict: it is trained again, and said so with its path.
+
+    Returns (the step below which to resume: the first planned member still missing, or None; the
+    newest valid checkpoint and its path, at any step, or None).
+    """
+    from richreps import members
+
+    for path in sorted((out / "members").glob("seed*_step*.pt")):
+        if overwrite and path.name.startswith(f"seed{seed}_step"):
+            continue  # moved aside below
+        try:
+            rec = members.record(path)
+        except members.CheckpointError:
+            continue  # unreadable: not a conflict; a planned one is trained again below
+        try:
+            theirs = members.recorded_recipe(path, rec)
+        except members.CheckpointError as e:
+            raise SystemExit(f"error: {e}; move it away, or use --overwrite") from None
+        diff = recipe.diff(theirs)
+        if diff:
+            raise SystemExit(refusal(path, *diff))
+    if overwrite or resume == "none":
+        fresh_start(out, seed, overwrite, master, world)
+        return None, None, None
+    ckpt, ckpt_path = newest_valid_checkpoint(out / "ckpt" / f"seed{seed}", recipe, seed, decode)
+    missing = []
+    for step in exports:
+        path = members.member_path(out, seed, step)
+        if not path.exists():
+            missing.append(step)
+            continue
+        try:
+            members.require(path, recipe, seed, step)
+        except members.CheckpointError as e:
+            missing.append(step)
+            if master:
+                print(f"[pretrain] {e}; training it again", file=sys.stderr)
+    return (min(missing) if missing else None), ckpt, ckpt_path
+
+
+def check_images(recipe: Recipe, rank: int, world: int, device: torch.device) -> None:
+    """Under corrupt_policy `error`, decode every training image before step 1 (each rank its share),
+    so an unreadable one refuses the run naming the file and the policy instead of stopping it
+    mid-epoch. Under `skip` the dataset's own scan leaves such files out and counts them."""
+    from richreps.data.folders import first_unreadable, imagenet_index
+
+    samples = imagenet_index(recipe.data_root).train
+    bad = first_unreadable(samples[rank::world], desc=f"checking images (rank {rank})")
+    flag = torch.tensor([float(bad is not None)], device=device)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if float(flag) > 0:
+        raise SystemExit(
+            f"error: {bad}: unreadable image under --corrupt-policy error; nothing was trained. Replace or "
+            "remove it (--corrupt-policy skip would leave it out, but is another recipe: another --out)"
+            if bad
+            else "error: another rank found an unreadable image under --corrupt-policy error"
+        )

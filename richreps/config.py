@@ -18,6 +18,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -26,10 +28,50 @@ from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")
 CORRUPT_POLICIES = ("error", "skip")
+SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators take seeds up to this
+RULES = ("low", "above", "below", "high")  # >=, >, <, <=
 
 
 def _f(default, help: str, **kw) -> Any:
     return field(default=default, metadata={"help": help, **kw})
+
+
+def rule_text(rule: dict) -> str:
+    """A rule like {'above': 0, 'below': 1} as 'in (0, 1)'; {'low': 1} as '>= 1'."""
+    lo = ("[", rule["low"]) if "low" in rule else ("(", rule["above"]) if "above" in rule else None
+    hi = ("]", rule["high"]) if "high" in rule else (")", rule["below"]) if "below" in rule else None
+
+    def num(x) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    if lo and hi:
+        return f"in {lo[0]}{num(lo[1])}, {num(hi[1])}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {num(lo[1])}"
+    return f"{'<=' if hi[0] == ']' else '<'} {num(hi[1])}" if hi else ""
+
+
+def rule_error(flag: str, value, rule: dict) -> str | None:
+    """Why `value` (or any item of a list or tuple) breaks `rule`, as '--flag must be ...', or None.
+    A float must also be finite: nan and inf pass no bound that a recipe or a run would mean."""
+    items = value if isinstance(value, list | tuple) else [value]
+    for v in items:
+        if v is None or isinstance(v, str):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{flag} must be finite, got {value}"
+        lo_ok = v >= rule["low"] if "low" in rule else v > rule["above"] if "above" in rule else True
+        hi_ok = v <= rule["high"] if "high" in rule else v < rule["below"] if "below" in rule else True
+        if not (lo_ok and hi_ok):
+            return f"{flag} must be {rule_text(rule)}, got {value if len(items) == 1 else list(items)}"
+    return None
+
+
+def last_mult_error(arch, last_mult) -> str | None:
+    """Only small_cnn has a last stage to widen (WIDE1); a widened recipe on another arch is refused."""
+    if last_mult not in (1, None) and arch != "small_cnn":
+        return f"--last-mult {last_mult} widens small_cnn's last stage only; --arch is {arch}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,8 +82,12 @@ class Recipe:
     data: str = _f("cues", "pretraining data", choices=DATA)
     data_root: str = _f("", "imagenet: root in ImageFolder layout")
     cue_task: str = _f("mixture", "cues: 'mixture' (pretraining) or a transfer task (direct training)")
-    cue_weights: tuple[float, ...] = _f(DEFAULT_WEIGHTS, "cues: mixture weight of each cue's component")
-    cue_redundant: tuple[float, ...] | None = _f(None, "cues: per-cue reliabilities instead of components")
+    cue_weights: tuple[float, ...] = _f(
+        DEFAULT_WEIGHTS, "cues: mixture weight of each cue's component", low=0
+    )
+    cue_redundant: tuple[float, ...] | None = _f(
+        None, "cues: per-cue reliabilities instead of components", low=0, high=1
+    )
     cue_render: str = _f(
         DEFAULT_RENDER, "cues: renderer preset (richreps.data.cues.RENDERS)", choices=tuple(RENDERS)
     )
@@ -49,8 +95,8 @@ class Recipe:
         20000, "cues: images in the training set (0: a fresh sample every step, never repeated)", low=0
     )
     val_size: int = _f(2000, "cues: images in the validation set", low=1)
-    data_seed: int = _f(0, "cues: the dataset (shared by all seeds)")
-    val_fraction: float = _f(0.01, "imagenet: held-out share of train")
+    data_seed: int = _f(0, "cues: the dataset (shared by all seeds)", low=0, high=SEED_MAX)
+    val_fraction: float = _f(0.01, "imagenet: held-out share of train", above=0, below=1)
     image_size: int = _f(224, "imagenet: training crop size", low=1)
     corrupt_policy: str = _f(
         "error", "imagenet: unreadable images stop the run or are skipped", choices=CORRUPT_POLICIES
@@ -58,18 +104,19 @@ class Recipe:
     # model and optimizer: AlgoPerf v0.6 schedule-free AdamW
     arch: str = _f("small_cnn", "member architecture", choices=ARCHS)
     width: int = _f(32, "small_cnn width", low=1)
+    last_mult: int = _f(1, "small_cnn: last stage widened this many times (WIDE1)", low=1)
     global_batch: int = _f(1024, "images per optimizer step, over all processes", low=1)
     micro_batch: int = _f(0, "per-process images per forward (0: no gradient accumulation)", low=0)
     lr: float = _f(0.0025, "schedule-free AdamW learning rate", above=0)
-    beta1: float = _f(0.9, "schedule-free interpolation / momentum")
-    beta2: float = _f(0.99552, "second-moment decay", above=0)
+    beta1: float = _f(0.9, "schedule-free interpolation / momentum", above=0, below=1)
+    beta2: float = _f(0.99552, "second-moment decay", above=0, below=1)
     weight_decay: float = _f(0.0812, "decoupled weight decay", low=0)
     warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)", low=0)
-    label_smoothing: float = _f(0.2, "label smoothing of the training loss", low=0)
+    label_smoothing: float = _f(0.2, "label smoothing of the training loss", low=0, below=1)
     r_power: float = _f(
-        0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)"
+        0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)", low=0
     )
-    weight_lr_power: float = _f(2.0, "schedule-free weight_lr_power")
+    weight_lr_power: float = _f(2.0, "schedule-free weight_lr_power", low=0)
     bn_batches: int = _f(50, "training batches that recompute BN statistics at the evaluation point x", low=1)
 
     @classmethod
@@ -77,8 +124,10 @@ class Recipe:
         """One flag per field (`--cue-weights`, `--global-batch`, ...) with this class's default."""
         group = parser.add_argument_group("recipe (defaults: AlgoPerf v0.6 schedule-free entry)")
         for f in fields(cls):
-            kw: dict[str, Any] = {"default": f.default, "help": f.metadata["help"], "dest": f.name}
-            if "choices" in f.metadata:  # low / above are checked by `bound_error`, not by argparse
+            rule = {k: f.metadata[k] for k in RULES if k in f.metadata}
+            help = f.metadata["help"] + (f" ({rule_text(rule)})" if rule else "")
+            kw: dict[str, Any] = {"default": f.default, "help": help.replace("%", "%%"), "dest": f.name}
+            if "choices" in f.metadata:  # the bounds are checked by `bound_error`, not by argparse
                 kw["choices"] = f.metadata["choices"]
             if f.name in ("cue_weights", "cue_redundant"):
                 kw.update(type=float, nargs=4)
@@ -88,17 +137,14 @@ class Recipe:
 
     @classmethod
     def bound_error(cls, values: dict) -> str | None:
-        """The first field of `values` outside the bound its metadata declares (`low`: >=, `above`: >),
-        as '--flag must be ...', or None."""
+        """The first field of `values` outside the rule its metadata declares (`low`: >=, `above`: >,
+        `below`: <, `high`: <=, each item of a list; every float finite), as '--flag must be ...', or None."""
         for f in fields(cls):
-            v, flag = values.get(f.name), "--" + f.name.replace("_", "-")
-            if v is None:
-                continue
-            if "low" in f.metadata and v < f.metadata["low"]:
-                return f"{flag} must be >= {f.metadata['low']}, got {v}"
-            if "above" in f.metadata and not v > f.metadata["above"]:
-                return f"{flag} must be > {f.metadata['above']}, got {v}"
-        return None
+            rule = {k: f.metadata[k] for k in RULES if k in f.metadata}
+            why = rule_error("--" + f.name.replace("_", "-"), values.get(f.name), rule)
+            if why:
+                return why
+        return last_mult_error(values.get("arch"), values.get("last_mult", 1))
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> Recipe:
@@ -114,6 +160,9 @@ class Recipe:
         return cls(**d)
 
     def __post_init__(self) -> None:
+        why = last_mult_error(self.arch, self.last_mult)
+        if why:
+            raise ValueError(why)
         # lists from YAML / argparse become tuples, so recipes compare and hash by value
         for name in ("cue_weights", "cue_redundant"):
             v = getattr(self, name)
@@ -142,6 +191,8 @@ class Recipe:
         """The first field where `other` (a Recipe or a recorded dict) differs: (key, theirs, ours)."""
         if other is None:
             return ("recipe", None, "a recorded recipe")
+        if not isinstance(other, Recipe | Mapping):  # a damaged record: callers treat it as such
+            return ("recipe", f"a {type(other).__name__}", "a mapping")
         theirs = other.to_dict() if isinstance(other, Recipe) else dict(other)
         for k, v in self.to_dict().items():
             if k not in theirs or theirs[k] != v:

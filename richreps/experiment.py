@@ -21,7 +21,7 @@ import torch
 from richreps import features, members
 from richreps.config import Recipe
 from richreps.members import member_path
-from richreps.probe import fast_probe
+from richreps.probe import choose_solver, fast_probe
 
 IID = "mixture (IID)"
 UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
@@ -96,7 +96,7 @@ def save_untrained(path: str | Path, recipe: Recipe, seed: int) -> Path:
     if members.is_current(path, recipe, seed, 0):
         return path
     torch.manual_seed(seed)
-    model = build_model(recipe.arch, 10, recipe.width)
+    model = build_model(recipe.arch, 10, recipe.width, recipe.last_mult)
     calib = calibration_images(recipe)
     if calib:
         recalibrate_bn(model, calib)
@@ -124,6 +124,28 @@ def all_files(reps: dict[int, list[Representation]]) -> list[str]:
     return sorted({f for rs in reps.values() for r in rs for f in r.files})
 
 
+def solvers_by_task(
+    reps: list[Representation],
+    feats: dict,
+    tasks: list[str],
+    shots: list[int],
+    device: torch.device | str = "cpu",
+) -> dict[tuple[str, int], str]:
+    """(task, shots) -> the fast probe's solver for every representation on it, chosen once from the
+    largest CAT's size (its training rows x its summed feature widths), so that CATn - CAT1 compares
+    representations fitted by one solver to one stopping rule (shots 0: all labelled examples)."""
+    out = {}
+    for task in tasks:
+        train = feats[task]["train"]
+        width = max(sum(train[f].features.shape[1] for f in rep.files) for rep in reps)
+        labels = next(iter(train.values())).labels
+        classes = int(max(int(next(iter(feats[task][s].values())).labels.max()) for s in feats[task])) + 1
+        for k in [*shots, 0]:
+            n = len(labels) if k == 0 else min(len(labels), k * classes)
+            out[(task, k)] = choose_solver(n, width, classes, device)
+    return out
+
+
 def probe_rows(
     reps: list[Representation],
     feats: dict,
@@ -132,8 +154,11 @@ def probe_rows(
     shots: list[int],
     replicate: int,
     device: torch.device | str = "cpu",
+    solvers: dict[tuple[str, int], str] | None = None,
 ) -> list[dict]:
-    """Fast-probe every representation on every task, at every number of labelled examples per class."""
+    """Fast-probe every representation on every task, at every number of labelled examples per class,
+    each task with one solver (`solvers`, default: `solvers_by_task` of these representations)."""
+    solvers = solvers or solvers_by_task(reps, feats, tasks, shots, device)
     rows = []
     for rep in reps:
         for task in tasks:
@@ -147,7 +172,9 @@ def probe_rows(
                     if k == 0
                     else features.subsample_per_class(sets["train"], k, seed=replicate)
                 )
-                r = fast_probe(train, sets["val"], sets["test"], grid=grid, device=device)
+                r = fast_probe(
+                    train, sets["val"], sets["test"], grid=grid, device=device, solver=solvers[(task, k)]
+                )
                 rows.append(
                     {
                         "replicate": replicate,
@@ -161,6 +188,7 @@ def probe_rows(
                         "test_acc": r.test_acc,
                         "val_acc": r.val_acc,
                         "weight_decay": r.weight_decay,
+                        "solver": r.solver,
                     }
                 )
     return rows
@@ -176,12 +204,47 @@ def probe_cues(
     cache: str | Path,
     device: torch.device | str = "cpu",
 ) -> list[dict]:
-    """The pretraining mixture (IID) and the cue transfer tasks, for every seed set."""
+    """The pretraining mixture (IID) and the cue transfer tasks, for every seed set.
+
+    Each seed set probes its own train / validation / test sample (drawn with the seed set's index as
+    the seed, `set_features`), so a paired interval over seed sets covers the probe sample's variance
+    as well as the members'. One solver per (task, shots), chosen from the first seed set's largest CAT
+    (every seed set has the same sizes)."""
     tasks = ["mixture", *tasks]
-    feats = features.cue_features(
-        all_files(reps), tasks, sizes, 0, cache, device, weights=recipe.cue_weights, render=recipe.cue_render
-    )
-    return [row for k, rs in reps.items() for row in probe_rows(rs, feats, tasks, grid, shots, k, device)]
+    feats = set_features(reps, recipe, tasks, sizes, cache, device)
+    first = next(iter(reps))
+    solvers = solvers_by_task(reps[first], feats[first], tasks, shots, device)
+    return [
+        row
+        for k, rs in reps.items()
+        for row in probe_rows(rs, feats[k], tasks, grid, shots, k, device, solvers)
+    ]
+
+
+def set_features(
+    reps: dict[int, list[Representation]],
+    recipe: Recipe,
+    tasks: list[str],
+    sizes: dict[str, int],
+    cache: str | Path,
+    device: torch.device | str = "cpu",
+) -> dict[int, dict]:
+    """{seed set k: cue features of its own representations on its own probe sample (seed k)}.
+
+    Seed sets share no member, so every member's features are still extracted once."""
+    return {
+        k: features.cue_features(
+            all_files({k: rs}),
+            tasks,
+            sizes,
+            k,
+            cache,
+            device,
+            weights=recipe.cue_weights,
+            render=recipe.cue_render,
+        )
+        for k, rs in reps.items()
+    }
 
 
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -216,8 +279,11 @@ def probe_real(
     rows = []
     for dataset, root in roots.items():
         feats = {dataset: features.folder_features(all_files(reps), dataset, root, image_size, cache, device)}
+        solvers = solvers_by_task([r for rs in reps.values() for r in rs], feats, [dataset], [], device)
         rows += [
-            row for k, rs in reps.items() for row in probe_rows(rs, feats, [dataset], grid, [], k, device)
+            row
+            for k, rs in reps.items()
+            for row in probe_rows(rs, feats, [dataset], grid, [], k, device, solvers)
         ]
     return rows
 
@@ -359,20 +425,28 @@ def probe_extras(
     if not reps or recipe.data != "cues":
         return [], []
     tasks = ["mixture", *tasks]
-    files = sorted({f for r in reps for f in r.files})
-    feats = features.cue_features(
-        files, tasks, sizes, 0, cache, device, weights=recipe.cue_weights, render=recipe.cue_render
-    )
+    by_set: dict[int, list[Representation]] = {}
+    for k, by_b in breps.items():
+        by_set.setdefault(k, []).extend(r for rs in by_b.values() for r in rs)
+    for k, rs in treps.items():
+        by_set.setdefault(k, []).extend(rs)
+    feats = set_features(by_set, recipe, tasks, sizes, cache, device)  # each seed set its own sample
+    first = next(iter(by_set))
+    solvers = solvers_by_task(by_set[first], feats[first], tasks, [], device)  # the sweep's largest CAT
     swept, done = [], {}
     for k, by_b in breps.items():
         for b, rs in by_b.items():
             for rep in rs:
-                rows = probe_rows([rep], feats, tasks, grid, [], k, device)
+                rows = probe_rows([rep], feats[k], tasks, grid, [], k, device, solvers)
                 done[(k, rep.files)] = rows
                 swept += [{**row, "budget": b} for row in rows]
     traj = []
     for k, rs in treps.items():
         for rep in rs:  # a trajectory step that is also a budget's CAT1 reuses its probes (same features)
             cached = done.get((k, rep.files))
-            traj += cached if cached is not None else probe_rows([rep], feats, tasks, grid, [], k, device)
+            traj += (
+                cached
+                if cached is not None
+                else probe_rows([rep], feats[k], tasks, grid, [], k, device, solvers)
+            )
     return swept, traj

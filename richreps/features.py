@@ -1,57 +1,228 @@
-"""Features of members on a dataset split, computed once and cached on disk.
+"""Features of members on a dataset split, computed once, cached on disk and read in blocks.
 
     sets = cue_features(files, ["color"], {"train": 1000, "val": 500, "test": 1000}, seed=0, cache_dir=c)
-    cat = concat([sets["color"]["train"][f] for f in files])      # CATn
+    cat = concat([sets["color"]["train"][f] for f in files])      # CATn: a view over the members' files
 
-Features are cached in float16 per (member content hash, data key): a member retrained with
-other parameters has another hash, so its old features are never reused. A CATn reads its
-members' cached features and never re-runs a network. Extraction writes progress in chunks,
-so a killed extraction resumes where it stopped.
+Each member's features on a split are one float16 `.npy` file, `cache_dir/<member content hash>/<data key
+hash>.npy`, beside its labels (`.labels.npy`) and its record (`.json`: the data key, the shape, a sha256 per
+written chunk), all checked on load. A member retrained with other parameters has another hash, so its old
+features are never reused; a record of another data key, format or shape, and a file that fails a checksum,
+are recomputed. Extraction runs each batch once through all the missing members and appends it to growing
+files in `cache_dir/partial/`, recording each chunk's checksum, so a killed extraction resumes after its last
+intact chunk; a finished file is renamed into place. Nothing is concatenated in RAM: the chunks held there are
+bounded by half of `featstore.ram_budget()`, and a CATn reads its members' files block by block (`featstore`).
+The cache's writing, resuming and checking stay together here, with the data sources, a little over 400 lines.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from richreps import featstore
 from richreps import members as member_files
-from richreps.io import atomic_path, payload_digest
+from richreps.io import atomic_path, write_json
 from richreps.models import Member
 
 log = logging.getLogger(__name__)
 
+FORMAT = 2  # cache records; format 1 was one torch.save file per (member, split), held whole in RAM
+
 
 @dataclass
 class FeatureSet:
-    features: torch.Tensor  # (N, D) float16
+    """Features (N, d) and labels (N,). `features` is read in blocks (`featstore.Rows`): in RAM, one
+    member's cache file, or a CATn view over files. A tensor given here is wrapped, in RAM."""
+
+    features: featstore.Rows
     labels: torch.Tensor  # (N,) int64
 
+    def __post_init__(self):
+        if isinstance(self.features, torch.Tensor):
+            self.features = featstore.InMemory(self.features)
+        if len(self.features) != len(self.labels):
+            raise ValueError(f"{len(self.features)} feature rows but {len(self.labels)} labels")
 
-def _load(path: Path) -> dict | None:
-    """A cache file's tensors, or None when it is torn, corrupt or not plain data (then it is recomputed)."""
-    try:
-        data = torch.load(path, weights_only=True)
-        if not (isinstance(data, dict) and {"labels", "features", "digest"} <= set(data)):
-            reason = "unexpected content"
-        elif data.pop("digest") != payload_digest(data):
-            reason = "payload checksum mismatch"
-        else:
-            return data
-    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
-        reason = type(e).__name__
-    log.warning("feature cache: %s is unreadable (%s); recomputing it", path, reason)
-    path.unlink(missing_ok=True)
-    return None
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cache_path(cache_dir: str | Path, member_key: str, data_key: str) -> Path:
-    return Path(cache_dir) / member_key / f"{hashlib.sha256(data_key.encode()).hexdigest()[:16]}.pt"
+    """One member's features file on one split; its labels and record sit beside it."""
+    return Path(cache_dir) / member_key / f"{_hash(data_key)}.npy"
+
+
+def _companions(path: Path) -> tuple[Path, Path]:
+    return path.with_suffix(".labels.npy"), path.with_suffix(".json")
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+
+
+def _load(cache_dir: str | Path, member_key: str, data_key: str) -> FeatureSet | None:
+    """A cached member's features, or None when absent; a file that is torn, corrupt, not plain data or
+    recorded for another configuration is removed (and so recomputed), with a warning."""
+    path = cache_path(cache_dir, member_key, data_key)
+    labels_path, record_path = _companions(path)
+    if not record_path.exists():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        rows = featstore.StoredRows(path)
+        expected = (FORMAT, data_key, member_key, list(rows.shape))
+        if (
+            record.get("format"),
+            record.get("data_key"),
+            record.get("member"),
+            record.get("shape"),
+        ) != expected:
+            reason = "recorded for another data key, member, format or shape"
+        elif featstore.file_digests(path, rows.offset, record["chunks"], rows.row_bytes) != record["sha256"]:
+            reason = "payload checksum mismatch"
+        else:
+            labels = np.load(labels_path, allow_pickle=False)
+            if labels.shape != (len(rows),) or _digest(labels) != record["labels_sha256"]:
+                reason = "labels do not match their record"
+            else:
+                return FeatureSet(rows, torch.from_numpy(labels.astype(np.int64)))
+    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
+        reason = type(e).__name__
+    log.warning("feature cache: %s is unreadable (%s); recomputing it", path, reason)
+    for p in (record_path, path, labels_path):
+        p.unlink(missing_ok=True)
+    return None
+
+
+class _Partial:
+    """The growing files of one extraction (every missing member, and the labels) and its progress record:
+    for each chunk written, the batches and rows done and each file's sha256 of the chunk."""
+
+    def __init__(self, folder: Path, data_key: str, keys: list[str]):
+        self.folder, self.data_key, self.keys = folder, data_key, keys
+        self.progress = folder / "progress.json"
+        self.files: dict[str, featstore.GrowingArray] | None = None
+        self.chunks: list[dict] = []
+        self._resume()
+
+    @property
+    def batches(self) -> int:
+        return self.chunks[-1]["batches"] if self.chunks else 0
+
+    def _resume(self) -> None:
+        """Keep the chunks whose bytes match their checksums in every file, up to the first that does not."""
+        try:
+            rec = json.loads(self.progress.read_text())
+            ok = (rec["format"], rec["data_key"], rec["keys"]) == (FORMAT, self.data_key, self.keys)
+            dims, chunks = rec["dims"], rec["chunks"] if ok else []
+        except (OSError, ValueError, KeyError, TypeError):
+            dims, chunks = {}, []
+        good = len(chunks)
+        if chunks:
+            ends = [c["rows"] for c in chunks]
+            specs = {k: (np.float16, dims[k]) for k in self.keys} | {"labels": (np.int64, None)}
+            for name, (dtype, dim) in specs.items():
+                try:
+                    got = featstore.file_digests(
+                        self.folder / f"{name}.npy",
+                        len(featstore.npy_header(dtype, dim, 0)),
+                        ends,
+                        np.dtype(dtype).itemsize * (dim or 1),
+                    )
+                except OSError:
+                    got = []
+                intact = 0
+                while intact < min(good, len(got)) and got[intact] == chunks[intact]["sha256"][name]:
+                    intact += 1
+                good = intact
+            if good < len(chunks):
+                log.warning(
+                    "feature cache: %s: chunk %d is damaged; recomputing from there", self.folder, good
+                )
+        if not good:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return
+        self.chunks = chunks[:good]
+        rows = self.chunks[-1]["rows"]
+        self.files = {
+            k: featstore.GrowingArray(self.folder / f"{k}.npy", np.float16, dims[k], rows) for k in self.keys
+        }
+        self.files["labels"] = featstore.GrowingArray(self.folder / "labels.npy", np.int64, None, rows)
+        self._write_progress()
+
+    def _write_progress(self) -> None:
+        dims = {k: self.files[k].dim for k in self.keys} if self.files else {}
+        write_json(
+            self.progress,
+            {
+                "format": FORMAT,
+                "data_key": self.data_key,
+                "keys": self.keys,
+                "dims": dims,
+                "chunks": self.chunks,
+            },
+        )
+
+    def write(self, feats: dict[str, list[np.ndarray]], labels: list[np.ndarray], batches: int) -> None:
+        """Append one chunk to every file, sync them, then record it."""
+        if self.files is None:
+            self.files = {
+                k: featstore.GrowingArray(self.folder / f"{k}.npy", np.float16, feats[k][0].shape[1])
+                for k in self.keys
+            }
+            self.files["labels"] = featstore.GrowingArray(self.folder / "labels.npy", np.int64, None)
+        digests = {k: self.files[k].append(feats[k]) for k in self.keys}
+        digests["labels"] = self.files["labels"].append(labels)
+        for f in self.files.values():
+            f.sync()
+        self.chunks.append({"batches": batches, "rows": self.files["labels"].rows, "sha256": digests})
+        self._write_progress()
+
+    def finish(self, cache_dir: str | Path) -> dict[str, FeatureSet]:
+        """Close every file with its final header and move it into the cache with its labels and record."""
+        if self.files is None:
+            raise ValueError(f"features {self.data_key}: the batch source yielded no images")
+        for f in self.files.values():
+            f.close(finish=True)
+        labels = np.load(self.folder / "labels.npy", allow_pickle=False)
+        ends = [c["rows"] for c in self.chunks]
+        out = {}
+        for k in self.keys:
+            dest = cache_path(cache_dir, k, self.data_key)
+            labels_dest, record_dest = _companions(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            record_dest.unlink(missing_ok=True)  # no record points at a file being replaced
+            os.replace(self.folder / f"{k}.npy", dest)
+            with atomic_path(labels_dest) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, labels)
+            rows = featstore.StoredRows(dest)
+            write_json(
+                record_dest,
+                {
+                    "format": FORMAT,
+                    "data_key": self.data_key,
+                    "member": k,
+                    "shape": list(rows.shape),
+                    "chunks": ends,
+                    "sha256": [c["sha256"][k] for c in self.chunks],
+                    "labels_sha256": _digest(labels),
+                },
+            )
+            out[k] = FeatureSet(rows, torch.from_numpy(labels))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return out
 
 
 @torch.no_grad()
@@ -63,96 +234,75 @@ def extract(
     device: torch.device | str = "cpu",
     chunk_batches: int = 50,
     desc: str = "features",
+    ram_bytes: float | None = None,
 ) -> dict[str, FeatureSet]:
     """Features of every member on one dataset split, from the cache where present.
 
     `members` maps a content key (the checkpoint's hash) to the model. The missing members share
     one pass over the data: each batch is decoded once and run through all of them (bf16 on CUDA).
+    A chunk is written every `chunk_batches` batches, or sooner when the chunk buffers, half of
+    `featstore.ram_budget(ram_bytes)` allocated once and reused, are full.
     """
     device = torch.device(device)
     out, todo = {}, {}
     for key, m in members.items():
-        path = cache_path(cache_dir, key, data_key)
-        cached = _load(path) if path.exists() else None
+        cached = _load(cache_dir, key, data_key)
         if cached is not None:
-            out[key] = FeatureSet(cached["features"], cached["labels"])
+            out[key] = cached
         else:
             todo[key] = m.to(device).eval()
     if not todo:
         return out
-    part_dir = (
-        Path(cache_dir)
-        / "partial"
-        / hashlib.sha256(("|".join(sorted(todo)) + data_key).encode()).hexdigest()[:16]
+    partial = _Partial(
+        Path(cache_dir) / "partial" / _hash("|".join(sorted(todo)) + data_key), data_key, sorted(todo)
     )
-    part_dir.mkdir(parents=True, exist_ok=True)
-    parts: list[dict] = []
-    for p in sorted(
-        part_dir.glob("part*.pt")
-    ):  # keep the readable prefix; a bad chunk and those after it rerun
-        part = _load(p) if len(parts) == int(p.stem[4:]) else None
-        if part is None or set(part["features"]) != set(todo):
-            for later in sorted(part_dir.glob("part*.pt")):
-                if int(later.stem[4:]) >= len(parts):
-                    later.unlink()
-            break
-        parts.append(part)
-    start = len(parts) * chunk_batches
-    feats: dict[str, list[torch.Tensor]] = {k: [] for k in todo}
-    labels: list[torch.Tensor] = []
+    flush_bytes = featstore.ram_budget(ram_bytes) // 2
+    bufs: dict[str, np.ndarray] = {}  # one chunk buffer per member, filled batch by batch, reused
+    labels = np.empty(0, np.int64)
+    fill, start, done = 0, partial.batches, partial.batches
     amp = device.type == "cuda"
-
-    def flush(index: int) -> None:
-        part = {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}
-        with atomic_path(part_dir / f"part{index:06d}.pt") as tmp:
-            torch.save({**part, "digest": payload_digest(part)}, tmp)
-        parts.append(part)
-        for v in feats.values():
-            v.clear()
-        labels.clear()
-
-    chunk = len(parts)
     for b, (x, y) in enumerate(tqdm(batches(), desc=desc, unit="batch", leave=False)):
         if b < start:
-            continue  # already in a part file
+            continue  # already in a chunk on disk
         x = x.to(device, non_blocking=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            for k, m in todo.items():
-                feats[k].append(m.features(x).float().half().cpu())
-        labels.append(torch.as_tensor(y).cpu())
-        if (b + 1) % chunk_batches == 0:
-            flush(chunk)
-            chunk += 1
-    if labels:
-        flush(chunk)
-    all_labels = torch.cat([p["labels"] for p in parts])
-    for k in todo:
-        fs = FeatureSet(torch.cat([p["features"][k] for p in parts]), all_labels)
-        payload = {"features": fs.features, "labels": fs.labels}
-        with atomic_path(cache_path(cache_dir, k, data_key)) as tmp:
-            torch.save({**payload, "digest": payload_digest(payload)}, tmp)
-        out[k] = fs
-    for p in part_dir.glob("part*.pt"):
-        p.unlink()
-    part_dir.rmdir()
-    return out
+            got = {k: m.features(x).float().half().cpu().numpy() for k, m in todo.items()}
+        rows = len(x)
+        if fill + rows > len(labels):  # the buffers are full: write them out, or make them
+            if fill:
+                partial.write({k: [v[:fill]] for k, v in bufs.items()}, [labels[:fill]], done)
+                fill = 0
+            if rows > len(labels):
+                cap = max(rows, flush_bytes // (sum(v.shape[1] * 2 for v in got.values()) + 8))
+                bufs = {k: np.empty((cap, v.shape[1]), np.float16) for k, v in got.items()}
+                labels = np.empty(cap, np.int64)
+        for k, v in got.items():
+            bufs[k][fill : fill + rows] = v
+        labels[fill : fill + rows] = np.asarray(torch.as_tensor(y).cpu(), dtype=np.int64)
+        fill, done = fill + rows, b + 1
+        if done % chunk_batches == 0:
+            partial.write({k: [v[:fill]] for k, v in bufs.items()}, [labels[:fill]], done)
+            fill = 0
+    if fill:
+        partial.write({k: [v[:fill]] for k, v in bufs.items()}, [labels[:fill]], done)
+    return out | partial.finish(cache_dir)
 
 
 def concat(sets: list[FeatureSet]) -> FeatureSet:
-    """CATn: the concatenation of its members' features."""
+    """CATn: its members' features side by side, as a view (`featstore.ConcatRows`) read in blocks."""
     for s in sets[1:]:
         if not torch.equal(s.labels, sets[0].labels):
             raise ValueError("members' cached features were computed on different samples")
-    return FeatureSet(torch.cat([s.features for s in sets], dim=1), sets[0].labels)
+    return FeatureSet(featstore.ConcatRows([s.features for s in sets]), sets[0].labels)
 
 
 def subsample_per_class(fs: FeatureSet, per_class: int, seed: int = 0) -> FeatureSet:
-    """The first `per_class` examples of each class under a seeded shuffle (few-shot probes)."""
+    """The first `per_class` examples of each class under a seeded shuffle (few-shot probes), in RAM."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(fs.labels), generator=g)
     keep = torch.cat([order[fs.labels[order] == c][:per_class] for c in fs.labels.unique()])
     keep = keep.sort().values
-    return FeatureSet(fs.features[keep], fs.labels[keep])
+    return FeatureSet(fs.features.take(keep), fs.labels[keep])
 
 
 # ---------------------------------------------------------------- data sources
@@ -172,7 +322,7 @@ def cue_batches(
 
     render = render or cues.DEFAULT_RENDER
     if ood.is_ood(task):  # a fixed real dataset: `size` and the renderer do not apply
-        x, y = ood.splits(task)[split]
+        x, y = ood.splits(task, seed)[split]  # the seed set's own stratified split
         return lambda: ((x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch))
     if task == "mixture":
         if weights is None:
@@ -213,7 +363,9 @@ def cue_features(
         mix = "" if task != "mixture" else ":" + ",".join(f"{float(w):g}" for w in weights or [])
         for split, n in sizes.items():
             key = (
-                f"ood/{task}/{split}" if is_ood(task) else f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}"
+                f"ood/{task}/{split}/seed{seed}"
+                if is_ood(task)
+                else f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}"
             )
             got = extract(
                 {keys[p]: m for p, m in models.items()},

@@ -57,6 +57,34 @@ def project_path(path: str | os.PathLike) -> Path:
     return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / path
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines log (one object a line). A line that does not parse as one, the
+    torn last line of a process killed mid-write for instance, is dropped with a warning naming the
+    file and the line: every reader of the metrics logs reads them through here."""
+    import sys
+
+    path = Path(path)
+    rows, torn = [], []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            torn.append(i)
+    if torn:
+        print(
+            f"warning: {path}: dropped {len(torn)} unreadable line(s) (line {', '.join(map(str, torn[:5]))}; "
+            "a torn write of a killed run)",
+            file=sys.stderr,
+        )
+    return rows
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ import pandas as pd
 from richreps import members
 from richreps.budget import Plan, Run
 from richreps.config import Recipe
-from richreps.io import write_json
+from richreps.io import read_jsonl, write_json
 from richreps.members import member_path
 
 
@@ -113,8 +113,8 @@ class PretrainJob:
 
     submitit writes the batch script (log folder created before submission, this interpreter,
     `--signal` for preemption and time limits) and sets each task's rank; on preemption or timeout
-    it calls `checkpoint`, which requeues the same command, and `--resume auto` continues from the
-    newest checkpoint.
+    it calls `checkpoint` on global rank 0, which saves the running trainer's state as of its last
+    completed step and requeues the same command, and `--resume auto` continues from that checkpoint.
     """
 
     def __init__(self, argv: list[str]):
@@ -130,9 +130,48 @@ class PretrainJob:
         return pretrain.train(pretrain.parse_args(self.argv))
 
     def checkpoint(self, *args, **kwargs):
+        """Save, then requeue: without the save, up to `--ckpt-every` steps would be trained again.
+
+        A failed save is said and the job still requeues: it then resumes from the previous checkpoint."""
         from submitit.helpers import DelayedSubmission
 
+        from richreps import runtime
+
+        flag = dict(zip(self.argv, self.argv[1:]))
+        try:
+            saved = runtime.save_live_checkpoint(flag.get("--out"), int(flag.get("--seed", 0)))
+            said = f"saved {saved}" if saved else "no completed step to save"
+        except Exception as e:  # noqa: BLE001 - requeue anyway: the previous checkpoint still resumes
+            said = f"could not save ({type(e).__name__}: {e}); the requeued job resumes from the previous checkpoint"
+        print(f"[launch] {runtime.environment_note()} stopped: {said}; requeueing", file=sys.stderr)
         return DelayedSubmission(PretrainJob(self.argv))
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What a cluster asks of a job, from notebook 03's parameters of the same names.
+
+    Empty strings leave SLURM's own defaults (default partition, account and QoS). A run longer than
+    `slurm_time_min` is requeued by submitit when its time is up (checkpoint saved first, at most 20
+    times), so a cluster that caps jobs at 24 or 48 h still completes a 450K-step run.
+    """
+
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_qos: str = ""
+    slurm_time_min: int = 72 * 60
+    cpus_per_gpu: int = 10
+    mem_gb_per_gpu: int = 60
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(f.default, int) and not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{f.name} must be an integer >= 1, got {v!r}")
+            if isinstance(f.default, str) and (not isinstance(v, str) or any(c.isspace() for c in v)):
+                raise ValueError(
+                    f"{f.name} must be a name without spaces ('' for the cluster's default), got {v!r}"
+                )
 
 
 def slurm_executor(
@@ -140,29 +179,26 @@ def slurm_executor(
     nodes: int,
     gpus_per_node: int,
     job_name: str = "timecat",
-    partition: str = "",
-    account: str = "",
-    timeout_min: int = 72 * 60,
-    cpus_per_gpu: int = 10,
-    mem_gb_per_gpu: int = 60,
+    settings: SlurmSettings | None = None,
 ):
     """A submitit executor for multi-node DDP: one task per GPU, its cores given to srun too
     (since SLURM 22.05 srun no longer inherits `--cpus-per-task` from sbatch)."""
     import submitit
 
+    s = settings or SlurmSettings()
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=20)
+    names = {"slurm_partition": s.slurm_partition, "slurm_account": s.slurm_account, "slurm_qos": s.slurm_qos}
     executor.update_parameters(
         name=job_name,
         nodes=nodes,
         tasks_per_node=gpus_per_node,
         gpus_per_node=gpus_per_node,
-        cpus_per_task=cpus_per_gpu,
-        mem_gb=mem_gb_per_gpu * gpus_per_node,
-        timeout_min=timeout_min,
+        cpus_per_task=s.cpus_per_gpu,
+        mem_gb=s.mem_gb_per_gpu * gpus_per_node,
+        timeout_min=s.slurm_time_min,
         slurm_signal_delay_s=120,
-        slurm_srun_args=["--cpus-per-task", str(cpus_per_gpu)],
-        **({"slurm_partition": partition} if partition else {}),
-        **({"slurm_account": account} if account else {}),
+        slurm_srun_args=["--cpus-per-task", str(s.cpus_per_gpu)],
+        **{k: v for k, v in names.items() if v},
     )
     return executor
 
@@ -170,7 +206,7 @@ def slurm_executor(
 def submit_slurm(
     plan: Plan, out: str | Path, common: list[str], nodes: int, gpus_per_node: int, **kw
 ) -> list[str]:
-    """Submit every planned run as its own SLURM job; returns the job ids."""
+    """Submit every planned run as its own SLURM job; returns the job ids. `kw`: `slurm_executor`'s."""
     out = Path(out).resolve()
     executor = slurm_executor(out / "slurm", nodes, gpus_per_node, **kw)
     return [executor.submit(PretrainJob(run_args(run, out, common))).job_id for run in plan.runs]
@@ -187,9 +223,11 @@ def launch_plans(
     mode: str,
     nproc: int,
     nodes: int = 1,
+    slurm: SlurmSettings | None = None,
 ) -> list[dict]:
-    """Train every seed set's plan here (`local`), submit its unfinished runs to SLURM (`slurm`), or
-    do nothing and use the members already there (`none`). Returns the local runs' wall times."""
+    """Train every seed set's plan here (`local`), submit its unfinished runs to SLURM (`slurm`, with
+    the cluster's `slurm` settings), or do nothing and use the members already there (`none`).
+    Returns the local runs' wall times."""
     if mode not in LAUNCH_MODES:
         raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {mode!r}")
     wall: list[dict] = []
@@ -199,7 +237,13 @@ def launch_plans(
         elif mode == "slurm":
             todo = replace(p, runs=[r for r in p.runs if not run_is_current(r, run_dir, recipe)])
             ids = submit_slurm(
-                todo, run_dir, [*recipe.flags(), *extra], nodes, nproc, job_name=f"timecat-set{k}"
+                todo,
+                run_dir,
+                [*recipe.flags(), *extra],
+                nodes,
+                nproc,
+                job_name=f"timecat-set{k}",
+                settings=slurm,
             )
             print(
                 f"seed set {k}: submitted {len(ids)} SLURM jobs ({', '.join(ids) or 'none needed'}); "
@@ -214,10 +258,11 @@ def members_table(plans: list[Plan], run_dir: str | Path, recipe: Recipe) -> pd.
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """All seeds' JSONL metrics as one table (training rows and evaluation rows)."""
+    """All seeds' JSONL metrics as one table (training rows and evaluation rows). A torn line, the last
+    write of a killed job, is dropped with a warning (`richreps.io.read_jsonl`)."""
     frames = []
     for path in sorted(Path(run_dir, "metrics").glob("seed*.jsonl")):
-        df = pd.read_json(path, lines=True)
+        df = pd.DataFrame(read_jsonl(path))
         frames.append(df.assign(seed=int(path.stem.removeprefix("seed"))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -245,8 +290,14 @@ def list_members(plan: Plan, run_dir: str | Path, recipe: Recipe) -> pd.DataFram
 PLAN_FILE = "plan.json"
 
 
-def write_plan(pretrain_dir: str | Path, recipe: Recipe, plans: list[Plan]) -> Path:
-    """What notebook 03 produced, for notebook 04: the recipe, its run folder and every seed set's CATs."""
+def write_plan(
+    pretrain_dir: str | Path,
+    recipe: Recipe,
+    plans: list[Plan],
+    wide: tuple[Recipe, list[Plan]] | None = None,
+) -> Path:
+    """What notebook 03 produced, for notebook 04: the recipe, its run folder and every seed set's CATs,
+    and WIDE1's recipe, run folder and member per seed set when `wide` = (its recipe, `budget.wide_plans`)."""
     run_dir = Path(pretrain_dir) / recipe.tag()
     record = {
         "recipe": recipe.to_dict(),
@@ -262,6 +313,16 @@ def write_plan(pretrain_dir: str | Path, recipe: Recipe, plans: list[Plan]) -> P
             str(member_path(recipe.tag(), r.seed, s)) for p in plans for r in p.runs for s in r.exports
         ],
     }
+    if wide is not None:
+        wide_recipe, wide_runs = wide
+        record["wide"] = {
+            "recipe": wide_recipe.to_dict(),
+            "run_dir": wide_recipe.tag(),
+            "members": [list(p.cats[1][0]) for p in wide_runs],
+        }
+        record["members"] += [
+            str(member_path(wide_recipe.tag(), r.seed, s)) for p in wide_runs for r in p.runs for s in r.exports
+        ]
     write_json(Path(pretrain_dir) / PLAN_FILE, record)
     return run_dir
 
@@ -287,3 +348,53 @@ def read_extras(
     ]
     trajectories = [[tuple(m) for m in t] for t in record.get("trajectories", [])]
     return sweeps, trajectories
+
+
+def read_wide(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[tuple[int, int]]] | None:
+    """(WIDE1's recipe, its run folder, its (seed, steps) per seed set), or None when notebook 03 trained
+    no WIDE1 (`wide_control` false, an arch without a widened last stage, or a plan written before it)."""
+    record = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text())
+    wide = record.get("wide")
+    if not wide:
+        return None
+    members_ = [tuple(m) for m in wide["members"]]
+    return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], members_
+
+
+def compute_table(recipe: Recipe, plan: Plan, wide_recipe: Recipe | None = None) -> pd.DataFrame:
+    """Training FLOPs of CAT1, CATmax and WIDE1 (when given): FLOPs per training image (forward and
+    backward, `models.train_flops_per_image`) x global batch x steps, summed over members. WIDE1 runs
+    CAT1's steps on a wider network, so its compute is reported beside the others, not assumed equal."""
+    import torch
+
+    from richreps.models import build_model, train_flops_per_image
+
+    classes = 10 if recipe.data == "cues" else 1000
+    image = 32 if recipe.data == "cues" else recipe.image_size  # cue images: richreps.data.cues.SIZE
+
+    def per_image(r: Recipe) -> float:
+        with torch.random.fork_rng():
+            return train_flops_per_image(build_model(r.arch, classes, r.width, r.last_mult), image)
+
+    n_max = max(plan.cats)
+    rows = [
+        ("CAT1", recipe, plan.cats[1]),
+        (f"CAT{n_max}", recipe, plan.cats[n_max]),
+        *([("WIDE1", wide_recipe, [(0, plan.cats[1][0][1])])] if wide_recipe is not None else []),
+    ]
+    out = []
+    for name, r, ms in rows:
+        flops = per_image(r)
+        steps = sum(s for _, s in ms)
+        out.append(
+            {
+                "representation": name,
+                "members": len(ms),
+                "steps (summed)": steps,
+                "FLOPs per image": flops,
+                "training FLOPs": flops * r.global_batch * steps,
+            }
+        )
+    table = pd.DataFrame(out).set_index("representation")
+    table["x CAT1"] = table["training FLOPs"] / table.loc["CAT1", "training FLOPs"]
+    return table

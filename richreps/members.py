@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) 
                 "format": FORMAT,
                 "arch": recipe.arch,
                 "width": recipe.width,
+                "last_mult": recipe.last_mult,
                 "num_classes": model.fc.out_features,
                 "feature_dim": model.feature_dim,
                 "seed": seed,
@@ -96,9 +97,21 @@ def require(path: str | Path, recipe: Recipe, seed: int, step: int) -> None:
     for key, want in (("seed", seed), ("step", step)):
         if rec.get(key) != want:
             raise CheckpointError(f"{path}: {key} is {rec.get(key)}, expected {want}")
-    diff = recipe.differs(rec.get("recipe"))
+    diff = recipe.differs(recorded_recipe(path, rec))
     if diff:
         raise CheckpointError(f"{path}: trained with another recipe ({diff}, file vs requested)")
+
+
+def recorded_recipe(path: str | Path, rec: dict | None = None) -> dict | None:
+    """The recipe a member file records (None for a format that records none). A record that is not
+    a mapping is a damaged file, refused naming it (a valid digest covers the weights, not the record)."""
+    rec = record(path) if rec is None else rec
+    recipe = rec.get("recipe")
+    if recipe is not None and not isinstance(recipe, Mapping):
+        raise CheckpointError(
+            f"{path}: damaged member file (its recorded recipe is a {type(recipe).__name__}, not a mapping)"
+        )
+    return recipe
 
 
 def is_current(path: str | Path, recipe: Recipe, seed: int, step: int) -> bool:
@@ -128,7 +141,8 @@ def load(path: str | Path) -> Member:
     ckpt = _read(path)
     _check_digest(ckpt, path)
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
-        member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
+        # files written before WIDE1 record no last_mult: their last stage is not widened
+        member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32), ckpt.get("last_mult", 1))
         _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)
     elif "model_params" in ckpt:
         member = build_model("resnet50", 1000)

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,46 +33,72 @@ import torch.nn as nn
 from schedulefree import AdamWScheduleFree
 from tqdm.auto import tqdm
 
-from richreps import members
+from richreps import members, runtime
 from richreps.checkpoints import (
     NonFiniteLoss,
     check_failure_marker,
-    fresh_start,
+    check_images,
     gather_rngs,
     newest_valid_checkpoint,
     save_checkpoint,
+    start_of_run,
 )
-from richreps.config import Recipe
+from richreps.config import SEED_MAX, Recipe, rule_error, rule_text
 from richreps.data.streams import make_data
-from richreps.io import atomic_path, write_json
+from richreps.io import atomic_path, read_jsonl, write_json
 from richreps.members import member_path
 from richreps.models import build_model, recalibrate_bn
 
 # ---------------------------------------------------------------- configuration
 
-RUN_BOUNDS = {"steps": 1, "ckpt_every": 1, "log_every": 1, "eval_every": 0}  # flag -> lowest value
+RUN_RULES: dict[str, dict] = {}  # run flag -> its value rule, declared beside the flag by `_flag`
+
+
+def _flag(group, name: str, rule: dict | None = None, **kw) -> None:
+    """Add `name` to `group`; its value rule (`low` >=, `above` >, `high` <=, as `Recipe`'s fields
+    declare theirs) is declared here, shown in its help and checked by `validate`."""
+    if rule:
+        RUN_RULES[name.removeprefix("--").replace("-", "_")] = rule
+        kw["help"] = f"{kw.get('help', '')} ({rule_text(rule)})".lstrip()
+    group.add_argument(name, **kw)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Run flags (where, which seed, how long, when to export) plus one flag per `Recipe` field."""
     ap = argparse.ArgumentParser(prog="python -m richreps.pretrain", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="run folder: ckpt/, members/, metrics/")
-    ap.add_argument("--seed", type=int, default=0, help="initialisation and data order")
-    ap.add_argument("--steps", type=int, required=True, help="optimizer steps of this run")
+    _flag(
+        ap, "--seed", {"low": 0, "high": SEED_MAX}, type=int, default=0, help="initialisation and data order"
+    )
+    _flag(ap, "--steps", {"low": 1}, type=int, required=True, help="optimizer steps of this run")
     ap.add_argument("--export-at", type=int, nargs="*", default=[], help="steps at which to export members")
     Recipe.add_arguments(ap)
     run = ap.add_argument_group("evaluation, checkpoints, logging (do not change the members)")
-    run.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: exports only)")
-    run.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints")
-    run.add_argument(
-        "--ckpt-minutes", type=float, default=30.0, help="also checkpoint after this many minutes"
+    _flag(
+        run,
+        "--eval-every",
+        {"low": 0},
+        type=int,
+        default=0,
+        help="steps between evaluations (0: exports only)",
+    )
+    _flag(run, "--ckpt-every", {"low": 1}, type=int, default=1000, help="steps between checkpoints")
+    _flag(
+        run,
+        "--ckpt-minutes",
+        {"above": 0},
+        type=float,
+        default=30.0,
+        help="also checkpoint after this many minutes",
     )
     run.add_argument("--resume", choices=("auto", "none"), default="auto")
     run.add_argument(
-        "--overwrite", action="store_true", help="with --resume none: move an earlier run of this seed aside"
+        "--overwrite",
+        action="store_true",
+        help="move an earlier run of this seed to replaced/ (never deleted) and start afresh, with either --resume",
     )
-    run.add_argument("--log-every", type=int, default=10)
-    run.add_argument("--workers", type=int, default=None, help="imagenet: loader workers per process")
+    _flag(run, "--log-every", {"low": 1}, type=int, default=10)
+    _flag(run, "--workers", {"low": 0}, type=int, default=None, help="imagenet: loader workers per process")
     run.add_argument(
         "--decode",
         choices=("cpu", "gpu"),
@@ -81,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "device (nvjpeg). Default: gpu on CUDA, else cpu",
     )
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    run.add_argument(
+        "--device",
+        choices=runtime.DEVICES,
+        default="auto",
+        help="auto: CUDA when torch can use it, else the CPU (said at the start); cuda: an unusable GPU is an error",
+    )
     args = ap.parse_args(argv)
     validate(args)
     return args
@@ -88,19 +120,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate(args: argparse.Namespace) -> None:
     """Fail in one line, naming the flag, before any data or model is built."""
-    for name, low in RUN_BOUNDS.items():
-        if getattr(args, name) < low:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    for name, rule in RUN_RULES.items():
+        why = rule_error("--" + name.replace("_", "-"), getattr(args, name), rule)
+        if why:
+            raise SystemExit(f"error: {why}")
     bad = [s for s in args.export_at if not 1 <= s <= args.steps]
     if bad:
         raise SystemExit(f"error: --export-at {bad[0]} is outside [1, --steps {args.steps}]")
     bound = Recipe.bound_error(vars(args))
     if bound:
         raise SystemExit(f"error: {bound}")
-    if args.data == "imagenet" and not Path(args.data_root).is_dir():
-        raise SystemExit(
-            f"error: --data-root {args.data_root!r} is not a folder (ImageNet in ImageFolder layout)"
-        )
+    if args.data == "imagenet":
+        from richreps.data.folders import DatasetError, check_layout
+
+        if not args.data_root:  # Path("") would be the current folder
+            raise SystemExit("error: --data imagenet needs --data-root (ImageNet in ImageFolder layout)")
+        try:
+            check_layout("imagenet", args.data_root)
+        except DatasetError as e:
+            raise SystemExit(f"error: --data-root: {e}") from None
     if args.data == "cues":
         from richreps.data import cues, ood
 
@@ -120,17 +158,25 @@ def validate(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- distributed
 
 
-def setup() -> tuple[int, int, torch.device]:
-    """Rank, world size and device, from torchrun's environment when present."""
+def setup(device: str = "auto") -> tuple[int, int, torch.device]:
+    """Rank, world size and device, from torchrun's environment when present; says its choice in one line.
+
+    `device` is `--device`: `auto` trains on CUDA when torch can use it, else on the CPU, saying why;
+    `cuda` makes a missing GPU, or a driver too old for this torch (both read as
+    `torch.cuda.is_available()` False), an error instead of a ResNet-50 run on the CPU.
+    """
+    cuda, why = runtime.choose_cuda(device)
+    local = int(os.environ.get("LOCAL_RANK", 0))
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        cuda = torch.cuda.is_available()
-        local = int(os.environ.get("LOCAL_RANK", 0))
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if cuda else "gloo")
-        device = torch.device("cuda", local) if cuda else torch.device("cpu")
-        return dist.get_rank(), dist.get_world_size(), device
-    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        rank, world, backend = dist.get_rank(), dist.get_world_size(), dist.get_backend()
+        chosen = torch.device("cuda", local) if cuda else torch.device("cpu")
+    else:
+        rank, world, backend, chosen = 0, 1, None, torch.device("cuda" if cuda else "cpu")
+    runtime.say(rank, world, backend, chosen, why)
+    return rank, world, chosen
 
 
 def all_max(flag: float, device: torch.device, world: int) -> float:
@@ -182,16 +228,6 @@ def evaluate(member: nn.Module, val, device: torch.device, amp: bool) -> dict:
     return {"val_loss": loss / n, "val_acc": correct / n}
 
 
-# ---------------------------------------------------------------- metrics log
-
-
-def _logged_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -212,9 +248,18 @@ class Trainer:
     device: torch.device
     amp: bool
     world: int
+    # where a preemption checkpoint goes and what it records (runtime.save_live_checkpoint)
+    out: Path | None = None
+    seed: int = 0
+    rank: int = 0
+    decode: str = "cues"
+    settings: dict = field(default_factory=dict)  # device and kernel settings: recorded, not the recipe
+    at_start: runtime.StepStart | None = None  # the step in progress, as it began
+    in_step: bool = False
 
 
 def resolve_decode(args: argparse.Namespace, device: torch.device) -> str:
+    """`--decode`, by default `gpu` (nvjpeg, batch-wise augmentation) on CUDA and `cpu` (PIL) elsewhere."""
     return args.decode or ("gpu" if device.type == "cuda" else "cpu")
 
 
@@ -229,11 +274,12 @@ def build(args: argparse.Namespace, rank: int, world: int, device: torch.device)
             f"x whole micro-batches of {micro}"
         )
     amp = device.type == "cuda"
+    settings = runtime.gpu_settings(device)  # cudnn.benchmark and TF32 on CUDA
     stream, calib, val, num_classes = make_data(
         recipe, args.seed, rank, world, device, micro, args.workers, resolve_decode(args, device)
     )
     torch.manual_seed(args.seed)  # the initialisation depends only on the seed, not on the data
-    raw = build_model(recipe.arch, num_classes, recipe.width).to(device)
+    raw = build_model(recipe.arch, num_classes, recipe.width, recipe.last_mult).to(device)
     if amp:
         raw = raw.to(memory_format=torch.channels_last)
     opt = AdamWScheduleFree(
@@ -246,13 +292,23 @@ def build(args: argparse.Namespace, rank: int, world: int, device: torch.device)
         weight_lr_power=recipe.weight_lr_power,
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
+    workers = getattr(stream, "loader", None) and stream.loader.num_workers
     return Trainer(
-        recipe, raw, raw, opt, stream, calib, val, criterion, per_rank // micro, device, amp, world
-    )
+        recipe, raw, raw, opt, stream, calib, val, criterion, per_rank // micro, device, amp, world,
+        out=Path(args.out), seed=args.seed, rank=rank, decode=decode,
+        settings={**settings, "world": world, "decode": decode, "loader_workers": workers or 0},
+    )  # fmt: skip
 
 
 def wrap(t: Trainer, compile: bool) -> None:
-    """DDP across processes, then torch.compile; called after any resume has loaded the weights."""
+    """DDP across processes, then torch.compile; called after any resume has loaded the weights.
+
+    Registers `t` as this process's live run (a preemption checkpoint saves it) and records its device
+    and kernel settings in <out>/metrics/settings_seed<S>.json (rank 0)."""
+    if t.rank == 0 and t.out is not None:
+        write_json(t.out / "metrics" / f"settings_seed{t.seed}.json", {**t.settings, "compile": compile})
+    runtime.register(t)
     if t.world > 1:
         t.model = nn.parallel.DistributedDataParallel(t.raw, device_ids=[t.device.index] if t.amp else None)
     if compile:
@@ -263,6 +319,7 @@ def wrap(t: Trainer, compile: bool) -> None:
 
 def train_step(t: Trainer) -> torch.Tensor:
     """One optimizer step over `accum` micro-batches; returns the summed loss (a device scalar, not synced)."""
+    runtime.step_started(t)
     total = torch.zeros((), device=t.device)
     for i in range(t.accum):
         x, y = t.stream.next()
@@ -277,40 +334,43 @@ def train_step(t: Trainer) -> torch.Tensor:
         total += loss.detach()
     if not torch.isfinite(total):  # checked before the step, which would spread it into the weights
         return total
-    t.opt.step()
-    t.opt.zero_grad(set_to_none=True)
+    with runtime.update(t):  # a preemption checkpoint never sees half-updated weights
+        t.opt.step()
+        t.opt.zero_grad(set_to_none=True)
     return total
 
 
 def train(args: argparse.Namespace) -> dict:
     """Train one seed to `args.steps`, exporting members; returns the seed, steps and member files."""
-    rank, world, device = setup()
+    rank, world, device = setup(args.device)
     master = rank == 0
     out = Path(args.out)
     ckpt_dir, metrics_dir = out / "ckpt" / f"seed{args.seed}", out / "metrics"
     failed = out / f"FAILED_seed{args.seed}.json"
-    if args.resume == "none":
-        fresh_start(out, args.seed, args.overwrite, master, world)
-    t = build(args, rank, world, device)
-    recipe, raw, opt, stream, calib, val = t.recipe, t.raw, t.opt, t.stream, t.calib, t.val
+    recipe = Recipe.from_namespace(args)
     decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
-    step, ckpt_path = 0, None
-    if args.resume == "auto":
-        wanted = sorted(set(args.export_at) | {args.steps})
-        missing = [
-            s for s in wanted if not members.is_current(member_path(out, args.seed, s), recipe, args.seed, s)
-        ]
-        before = min(missing) if missing else None  # resume below the first member still to export
+    exports = sorted(set(args.export_at) | {args.steps})
+    # one rule for every start: recorded recipes compared, --overwrite moves aside, damaged members said
+    before, ckpt, ckpt_path = start_of_run(
+        out, recipe, args.seed, decode, args.resume, args.overwrite, exports, master, world
+    )
+    if recipe.data == "imagenet" and recipe.corrupt_policy == "error":
+        check_images(recipe, rank, world, device)
+    t = build(args, rank, world, device)
+    raw, opt, stream, calib, val = t.raw, t.opt, t.stream, t.calib, t.val
+    step = 0
+    if ckpt is not None and before is not None and ckpt["step"] >= before:
+        # a member wanted below the step the run reached: resume below the first one still to export
         ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed, decode, before)
-        if ckpt is not None:
-            raw.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            stream.load_state_dict(ckpt["stream"])
-            step = ckpt["step"]
-            if len(ckpt["rng"]) == world:
-                torch.set_rng_state(ckpt["rng"][rank]["cpu"])
-                if device.type == "cuda" and ckpt["rng"][rank]["cuda"] is not None:
-                    torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
+    if ckpt is not None:
+        raw.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        stream.load_state_dict(ckpt["stream"])
+        step = ckpt["step"]
+        if len(ckpt["rng"]) == world:
+            torch.set_rng_state(ckpt["rng"][rank]["cpu"])
+            if device.type == "cuda" and ckpt["rng"][rank]["cuda"] is not None:
+                torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     check_failure_marker(failed, ckpt_path)
     wrap(t, args.compile)
     amp = t.amp
@@ -318,10 +378,10 @@ def train(args: argparse.Namespace) -> dict:
     metrics_path = metrics_dir / f"seed{args.seed}.jsonl"
     if master:
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        kept = [ln for ln in lines if (s := _logged_step(ln)) is not None and s <= step]  # torn lines dropped
+        rows = read_jsonl(metrics_path) if metrics_path.exists() else []  # torn lines dropped, with a warning
+        kept = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step]
         with atomic_path(metrics_path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in kept))
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     log = metrics_path.open("a") if master else None
     bar = tqdm(
         total=args.steps,
@@ -331,7 +391,6 @@ def train(args: argparse.Namespace) -> dict:
         disable=not master,
         mininterval=2.0,
     )
-    exports = sorted(set(args.export_at) | {args.steps})
     last_ckpt_time, window_start, window_images = time.monotonic(), time.perf_counter(), 0
 
     while step < args.steps:
@@ -382,6 +441,7 @@ def train(args: argparse.Namespace) -> dict:
                 dist.barrier()
 
     bar.close()
+    runtime.register(None)  # finished: nothing left for a preemption handler to save
     if master:
         log.close()
         state_path = out / "final" / f"seed{args.seed}.pt"  # the training state, for bitwise comparisons

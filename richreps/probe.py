@@ -2,8 +2,9 @@
 
     python -m richreps.probe --members A.pt B.pt --dataset cifar10 --root DATA --probe fast
 
-Two probes. `fast`: standardised features, multinomial logistic regression by full-batch L-BFGS,
-weight decay chosen on the validation split. `reference`: the authors' protocol (BatchNorm1d +
+Two probes. `fast`: standardised features, multinomial logistic regression by full-batch L-BFGS
+(minibatch Adam over blocks read from the feature files when they do not fit; notebook 04 fits every
+CATn of a task with the solver of its largest CAT), weight decay chosen on the validation split. `reference`: the authors' protocol (BatchNorm1d +
 Linear, SGD with Nesterov, 28 epochs with drops at 8/16/24, features recomputed every epoch
 under augmentation). Model selection always uses the validation split; the reference protocol's
 own best-test-epoch number is reported separately and labelled as such. Members are ours
@@ -15,12 +16,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from richreps import featstore
 from richreps.features import FeatureSet
 from richreps.models import Member
 
@@ -40,6 +44,10 @@ DATASETS = ("cifar10", "cifar100", "imagenet", "inat18", "cues")
 
 # ---------------------------------------------------------------- the fast probe
 
+FULL_BATCH, MINIBATCH = "L-BFGS (full batch)", "Adam (minibatch)"
+SOLVERS = (FULL_BATCH, MINIBATCH)
+LBFGS_HISTORY = 20
+
 
 @dataclass
 class ProbeResult:
@@ -51,16 +59,164 @@ class ProbeResult:
     best_test_epoch_acc: float | None = (
         None  # reference protocol only; selected on test, as the authors report
     )
+    stopping: str = ""  # the fast probe's stopping rule, in words
+    steps: dict[float, int] = field(default_factory=dict)  # weight decay -> L-BFGS iterations or epochs
+    converged: dict[float, bool] = field(
+        default_factory=dict
+    )  # weight decay -> stopped by the rule, not the cap
+    tf32: bool = False  # float32 matmuls allowed to use TF32 (CUDA only)
 
 
-def _standardise(train: torch.Tensor, *others: torch.Tensor):
-    mean = train.mean(0, keepdim=True)
-    std = train.std(0, keepdim=True).clamp_min(1e-6)
-    return [(t - mean) / std for t in (train, *others)]
+def full_batch_bytes(n: int, d: int, k: int) -> int:
+    """Memory that full-batch L-BFGS needs for n x d features and k classes: the standardised float32
+    features, the logits with their softmax and gradient, and the weights' gradient and L-BFGS history."""
+    return 4 * (n * d + 3 * n * k + (2 * LBFGS_HISTORY + 6) * (d + 1) * k)
 
 
-def _accuracy(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(((x @ w + b).argmax(1) == y).float().mean())
+def choose_solver(
+    n: int, d: int, k: int, device: torch.device | str = "cpu", ram_bytes: float | None = None
+) -> str:
+    """Full-batch L-BFGS when an n x d, k-class problem fits where it runs, else minibatch Adam on blocks.
+
+    Fits: on CUDA, `full_batch_bytes` within 80 % of the device's free memory; on the CPU, within the
+    RAM budget (`featstore.ram_budget`) less one streamed block. Notebook 04 calls this once per task
+    with its largest CAT's size, so that every CATn of the task is fitted by the same solver.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        room = 0.8 * torch.cuda.mem_get_info(device)[0]
+    else:
+        budget = featstore.ram_budget(ram_bytes)
+        room = budget - budget // featstore.BLOCK_SHARE
+    return FULL_BATCH if full_batch_bytes(n, d, k) <= room else MINIBATCH
+
+
+def stopping_rule(solver: str, max_iter: int = 100, max_epochs: int = 30, tol: float = 1e-3) -> str:
+    """The rule that ends each weight decay's fit, in words (both stop on the training objective)."""
+    if solver == FULL_BATCH:
+        return (
+            "training objective: L-BFGS stops when max |gradient| <= 1e-6 or the objective or step "
+            f"changes by <= 1e-9, at most {max_iter} iterations"
+        )
+    return (
+        "training objective: Adam stops when an epoch's mean objective falls by less than "
+        f"{tol:g} of the previous epoch's, at most {max_epochs} epochs"
+    )
+
+
+@contextmanager
+def _tf32(device: torch.device) -> Iterator[bool]:
+    """TF32 for the probe's float32 matmuls on CUDA (float32 accumulation; inputs rounded to 10-bit
+    mantissas), restored afterwards. The same switch as `richreps.runtime`: torch refuses to read a
+    setting made through both its legacy and its new name."""
+    if device.type != "cuda":
+        yield False
+        return
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")
+    before = matmul.fp32_precision if new_api else matmul.allow_tf32
+    if new_api:
+        matmul.fp32_precision = "tf32"
+    else:  # pragma: no cover - torch < 2.9
+        matmul.allow_tf32 = True
+    try:
+        yield True
+    finally:
+        if new_api:
+            matmul.fp32_precision = before
+        else:  # pragma: no cover - torch < 2.9
+            matmul.allow_tf32 = before
+
+
+def _standardise(block: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A float32 block (a `featstore.BlockReader` buffer) standardised with the training split's
+    statistics, on their device: in place on the CPU. The same arithmetic for rows in RAM, in a file or
+    in a CAT view, so the probes agree exactly."""
+    x = block if block.device == mean.device else block.to(mean.device)
+    return x.sub_(mean).div_(std)
+
+
+def _full_matrix(rows: featstore.Rows, mean: torch.Tensor, std: torch.Tensor, block: int) -> torch.Tensor:
+    """The standardised training features, whole, on the statistics' device, filled block by block."""
+    x = torch.empty(rows.shape, device=mean.device)
+    for start, b in featstore.BlockReader(rows, block):
+        x[start : start + len(b)] = _standardise(b, mean, std)
+    return x
+
+
+@torch.no_grad()
+def _accuracy(w: torch.Tensor, b: torch.Tensor, fs: FeatureSet, mean, std, block: int) -> float:
+    correct = 0
+    for start, x in featstore.BlockReader(fs.features, block):
+        pred = (_standardise(x, mean, std) @ w + b).argmax(1)
+        correct += int((pred == fs.labels[start : start + len(x)].to(w.device)).sum())
+    return correct / len(fs.labels)
+
+
+def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> int:
+    """Fit in place by full-batch L-BFGS; return the iterations it took."""
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=max_iter,
+        history_size=LBFGS_HISTORY,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(x @ w + b, y) + 0.5 * wd * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return int(opt.state[w].get("n_iter", 0))
+
+
+def _adam(
+    rows: featstore.Rows,
+    y,
+    w,
+    b,
+    wd: float,
+    mean,
+    std,
+    block: int,
+    minibatch: int,
+    max_epochs: int,
+    tol: float,
+) -> tuple[int, bool]:
+    """Fit in place by minibatch Adam over blocks read in a shuffled order (rows shuffled within each
+    block); return (epochs, whether the objective stopped falling by `tol` relative before the cap)."""
+    opt = torch.optim.Adam([w, b], lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    reader = featstore.BlockReader(rows, block)
+    shuffled = torch.empty(reader.block, rows.shape[1], device=w.device)
+    starts = list(reader.starts())
+    previous = None
+    for epoch in range(1, max_epochs + 1):
+        total = torch.zeros((), dtype=torch.float64, device=w.device)
+        for i in torch.randperm(len(starts), generator=g).tolist():
+            xb = _standardise(reader.read(starts[i]), mean, std)
+            order = torch.randperm(len(xb), generator=g).to(w.device)
+            xs = torch.index_select(xb, 0, order, out=shuffled[: len(xb)])
+            ys = y[starts[i] : starts[i] + len(xb)][order]
+            for j in range(0, len(xs), minibatch):
+                loss = (
+                    nn.functional.cross_entropy(xs[j : j + minibatch] @ w + b, ys[j : j + minibatch])
+                    + 0.5 * wd * (w * w).sum()
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.detach().double() * len(ys[j : j + minibatch])
+        objective = float(total) / len(rows)
+        if previous is not None and previous - objective < tol * abs(previous):
+            return epoch, True
+        previous = objective
+    return max_epochs, False
 
 
 def fast_probe(
@@ -71,78 +227,67 @@ def fast_probe(
     device: torch.device | str = "cpu",
     max_iter: int = 100,
     patience: int = 2,
-    max_full_batch_bytes: float = 4e9,
+    solver: str | None = None,
+    ram_bytes: float | None = None,
     minibatch: int = 4096,
-    epochs: int = 10,
+    max_epochs: int = 30,
+    tol: float = 1e-3,
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised features; weight decay chosen on `val`.
 
-    Full-batch L-BFGS, warm-started from the previous (stronger) weight decay along the grid;
-    the grid stops once `patience` weaker values in a row score below the best validation accuracy.
-    When the training features do not fit `max_full_batch_bytes` as float32 (ImageNet CAT5:
-    1.28M x 10,240), it switches to minibatch Adam and says so in the log.
+    Weight decays are fitted from strong to weak, each warm-started from the previous; the grid stops
+    once `patience` weaker values in a row score below the best validation accuracy. `solver` is
+    full-batch L-BFGS or minibatch Adam over blocks of the training rows (`stopping_rule` says when
+    each stops); by default it is chosen from this probe's own size (`choose_solver`). Notebook 04
+    passes the one chosen from the largest CAT of the task, so that CATn - CAT1 is never a difference
+    between solvers. Features are read in blocks (`featstore`): the standardisation statistics, the
+    minibatch epochs and every accuracy stream, and only a full-batch fit holds the training features
+    whole, where they fit. On CUDA the float32 matmuls may use TF32 (`tf32` in the result).
     """
     device = torch.device(device)
-    xtr, xva, xte = _standardise(*(s.features.float() for s in (train, val, test)))
-    ytr, yva, yte = train.labels.to(device), val.labels.to(device), test.labels.to(device)
-    n, d = xtr.shape
-    k = int(max(int(ytr.max()), int(yva.max()), int(yte.max()))) + 1
-    full = n * d * 4 <= max_full_batch_bytes
-    if not full:
-        log.warning(
-            "fast probe: %d x %d features exceed %.1f GB; switching from full-batch L-BFGS to minibatch Adam",
-            n,
-            d,
-            max_full_batch_bytes / 1e9,
-        )
-    xtr, xva, xte = (t.to(device) if full else t for t in (xtr, xva, xte))
-    w = torch.zeros(d, k, device=device, requires_grad=True)
-    b = torch.zeros(k, device=device, requires_grad=True)
-    scores, states = {}, {}
-    for wd in sorted(grid, reverse=True):  # strong to weak regularisation: warm starts move little
-        if full:
-            opt = torch.optim.LBFGS(
-                [w, b],
-                lr=1,
-                max_iter=max_iter,
-                history_size=20,
-                line_search_fn="strong_wolfe",
-                tolerance_grad=1e-6,
-                tolerance_change=1e-9,
-            )
-
-            def closure(opt=opt, wd=wd):
-                opt.zero_grad()
-                loss = nn.functional.cross_entropy(xtr @ w + b, ytr) + 0.5 * wd * (w * w).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-        else:
-            opt = torch.optim.Adam([w, b], lr=1e-3)
-            g = torch.Generator().manual_seed(0)
-            for _ in range(epochs):
-                for idx in torch.randperm(n, generator=g).split(minibatch):
-                    xb, yb = xtr[idx].to(device), ytr[idx.to(device)]
-                    loss = nn.functional.cross_entropy(xb @ w + b, yb) + 0.5 * wd * (w * w).sum()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-        with torch.no_grad():
-            scores[wd] = _accuracy(w, b, xva.to(device), yva)
+    if solver is not None and solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    n, d = train.features.shape
+    k = int(max(int(s.labels.max()) for s in (train, val, test))) + 1
+    if solver is None:
+        solver = choose_solver(n, d, k, device, ram_bytes)
+        if solver == MINIBATCH:
+            log.info("fast probe: %d x %d features do not fit a full-batch solve; minibatch Adam", n, d)
+    block = featstore.block_rows(d, ram_bytes)
+    mean, std = (t.to(device) for t in featstore.column_stats(train.features, block))
+    ytr = train.labels.to(device)
+    scores, states, steps, converged = {}, {}, {}, {}
+    with _tf32(device) as tf32:
+        x = _full_matrix(train.features, mean, std, block) if solver == FULL_BATCH else None
+        w = torch.zeros(d, k, device=device, requires_grad=True)
+        b = torch.zeros(k, device=device, requires_grad=True)
+        for wd in sorted(grid, reverse=True):  # strong to weak regularisation: warm starts move little
+            if x is not None:
+                steps[wd] = _lbfgs(x, ytr, w, b, wd, max_iter)
+                converged[wd] = steps[wd] < max_iter
+            else:
+                steps[wd], converged[wd] = _adam(
+                    train.features, ytr, w, b, wd, mean, std, block, minibatch, max_epochs, tol
+                )
+            scores[wd] = _accuracy(w, b, val, mean, std, block)
             states[wd] = (w.detach().clone(), b.detach().clone())
-        top = max(scores.values())
-        recent = list(scores.values())[-patience:]
-        if patience and len(scores) > patience and all(v < top for v in recent):
-            break  # validation accuracy has been falling as regularisation weakens
-    best = max(scores, key=lambda v: (scores[v], v))  # ties: the stronger regularisation
-    wb, bb = states[best]
+            top = max(scores.values())
+            recent = list(scores.values())[-patience:]
+            if patience and len(scores) > patience and all(v < top for v in recent):
+                break  # validation accuracy has been falling as regularisation weakens
+        del x
+        best = max(scores, key=lambda v: (scores[v], v))  # ties: the stronger regularisation
+        test_acc = _accuracy(*states[best], test, mean, std, block)
     return ProbeResult(
-        _accuracy(wb, bb, xte.to(device), yte),
+        test_acc,
         scores[best],
         best,
         scores,
-        "L-BFGS (full batch)" if full else "Adam (minibatch)",
+        solver,
+        stopping=stopping_rule(solver, max_iter, max_epochs, tol),
+        steps=steps,
+        converged=converged,
+        tf32=tf32,
     )
 
 
@@ -180,7 +325,7 @@ def reference_probe(
         return torch.cat([m.features(x.to(device)).float() for m in members], 1)
 
     cached = None if augmented else [(feats(x), y.to(device)) for x, y in train_batches(0)]
-    xva, xte = val.features.float().to(device), test.features.float().to(device)
+    xva, xte = val.features.tensor().float().to(device), test.features.tensor().float().to(device)
     yva, yte = val.labels.to(device), test.labels.to(device)
     scores, tests, best_epoch_tests = {}, {}, {}
     for wd in grid:
@@ -256,18 +401,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 0:
         ap.error(f"--workers must be >= 0, got {args.workers}")
     if args.dataset == "cues":
-        from richreps.data.cues import TASKS
+        from richreps.data.cues import N_VALUES, TASKS
 
         if args.task != "mixture" and args.task not in TASKS:
             ap.error(f"--task {args.task!r} is neither 'mixture' nor one of {sorted(TASKS)}")
+        classes = TASKS[args.task].n_classes if args.task in TASKS else N_VALUES
+        if min(args.sizes) < classes:  # a split smaller than the classes cannot hold one of each
+            sizes = " ".join(map(str, args.sizes))
+            ap.error(f"--sizes {sizes}: each must be >= {classes}, the number of classes of {args.task}")
+    seen: dict[str, str] = {}
+    for p in args.members:  # a CATn is n distinct members: the same file twice, or a copy, is refused
+        if Path(p).is_file():
+            key = members.file_hash(p)
+            if key in seen:
+                ap.error(f"--members {seen[key]} and {p} are the same member (content {key}): not a CAT")
+            seen[key] = p
 
     try:
+        for p in args.members:
+            members.recorded_recipe(p)  # a record that is not a mapping is a damaged file, named
         models = [members.load(p) for p in args.members]
         members.check_cat(models)
         device = default_device()
         if args.dataset == "cues":
             # the images the members were trained on: their recorded mixture weights and renderer
-            recipe = members.record(args.members[0]).get("recipe")
+            recipe = members.recorded_recipe(args.members[0])
             if args.task == "mixture" and not recipe:
                 raise members.CheckpointError(f"{args.members[0]}: records no recipe, so no mixture weights")
             weights = recipe["cue_weights"] if args.task == "mixture" else None

@@ -4,35 +4,45 @@
 
 Every key of the YAML file is checked against the notebooks' `parameters` cells
 (`papermill.inspect_notebook`) before any notebook starts: papermill itself only warns
-on an unknown key, which would silently run the defaults. Executed notebooks, tables
-and figures go to outputs/<params name>/, with a manifest of what ran.
+on an unknown key, which would silently run the defaults. A key given twice is an error,
+and paths are checked for what they mean (`*_root`: a folder in its dataset's layout,
+`*_file`: a file), as are `--outputs` and `--publish`. Executed notebooks, tables and
+figures go to outputs/<params name>/, with a manifest of what ran. The kernels talk to
+the runner over IPC sockets in a private folder, not over plain-text TCP.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
 import json
+import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from richreps.io import write_json
-
-RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
-PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
-SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}
-
-
-class ParamsError(ValueError):
-    """A params file that cannot run; the message is one line naming the key or file."""
+from richreps.params import (  # noqa: F401 - the runner's names for params checks
+    PATH_SUFFIXES,
+    RUNNER_KEYS,
+    ParamsError,
+    check_rules,
+    cross_key_errors,
+    defaults,
+    load_params,
+    path_error,
+    rules_of,
+    type_ok,
+    validate,
+)
+from richreps.publish import PublishError, check_publish, publish  # noqa: F401 - run.publish
 
 
 def notebooks_in(folder: str | Path, only: list[str] | None = None) -> list[Path]:
@@ -50,125 +60,6 @@ def declared_parameters(notebook: Path) -> dict[str, dict]:
     import papermill as pm
 
     return pm.inspect_notebook(str(notebook))
-
-
-def type_ok(value, type_name: str) -> bool:
-    """Does `value` (from YAML) match a parameters-cell annotation like 'list[float]'?"""
-    base, _, inner = type_name.partition("[")
-    expected = SCALARS.get(base.strip())
-    if expected is None:
-        return True  # an annotation we do not model; papermill passes the value through
-    if base in ("int", "float") and isinstance(value, bool):
-        return False
-    if not isinstance(value, expected):
-        return False
-    if base == "list" and inner:
-        return all(type_ok(v, inner.rstrip("]")) for v in value)
-    return True
-
-
-def rules_of(spec: dict) -> list[str]:
-    """The value rules declared at the start of a parameter's comment, e.g. `# {non-empty; min 1} ...`:
-    `min X` (each value >= X), `positive` (> 0), `in: a, b` (each value one of these), `len N`, `non-empty`."""
-    m = re.match(r"\s*\{([^}]*)\}", spec.get("help") or "")
-    return [r.strip() for r in m.group(1).split(";")] if m else []
-
-
-def check_rules(key: str, value, rules: list[str]) -> str | None:
-    """Why `value` breaks one of `rules`, or None."""
-    items = value if isinstance(value, list) else [value]
-    for rule in rules:
-        if rule == "non-empty" and not items:
-            return "must not be empty"
-        if rule.startswith("len ") and len(items) != int(rule[4:]):
-            return f"must have {rule[4:]} values, got {len(items)}"
-        if rule.startswith("min ") and any(v < float(rule[4:]) for v in items):
-            return f"must be >= {rule[4:]}, got {value!r}"
-        if rule == "positive" and any(not v > 0 for v in items):
-            return f"must be > 0, got {value!r}"
-        if rule.startswith("in:"):
-            choices = [c.strip() for c in rule[3:].split(",")]
-            bad = [v for v in items if v not in choices]
-            if bad:
-                return f"must be one of {choices}, got {bad[0]!r}"
-    return None
-
-
-def cross_key_errors(values: dict) -> list[str]:
-    """Rules between keys, on the values a run will use (params over notebook defaults)."""
-    errors = []
-    if "seeds" in values and values.get("cat_sizes") and len(values["seeds"]) < max(values["cat_sizes"]):
-        errors.append(
-            f"key 'seeds' lists {len(values['seeds'])} seeds; CAT{max(values['cat_sizes'])} "
-            f"(key 'cat_sizes') needs {max(values['cat_sizes'])}"
-        )
-    if {"global_batch", "nproc", "nodes"} <= set(values) and values["global_batch"] % (
-        values["nproc"] * values["nodes"]
-    ):
-        errors.append(
-            f"key 'global_batch' {values['global_batch']} does not split into nproc x nodes = "
-            f"{values['nproc'] * values['nodes']} processes"
-        )
-    if (
-        "cue_weights" in values
-        and values.get("pretrain_data", "cues") == "cues"
-        and not sum(values["cue_weights"]) > 0
-    ):
-        errors.append("key 'cue_weights' must have a positive sum")
-    return errors
-
-
-def load_params(path: str | Path) -> dict:
-    """Read a params YAML file; it must be a non-empty mapping of names to values."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"params file not found: {path}")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if params is None:
-        raise ParamsError(f"{path}: empty; a params file must set at least one key (see params/smoke.yaml)")
-    if not isinstance(params, dict):
-        raise ParamsError(f"{path}: expected a mapping of parameter names to values")
-    return params
-
-
-def validate(params: dict, declared: dict[Path, dict[str, dict]], source: str) -> dict:
-    """Check every key against the notebooks that declare it; return paths made absolute."""
-    checked = {}
-    for key, value in params.items():
-        if key in RUNNER_KEYS:
-            raise ParamsError(f"{source}: key '{key}' is set by the runner, remove it")
-        owners = {nb.name: spec[key] for nb, spec in declared.items() if key in spec}
-        if not owners:
-            raise ParamsError(f"{source}: unknown key '{key}': no notebook declares it")
-        for nb_name, spec in owners.items():
-            type_name = spec["inferred_type_name"]
-            if not type_ok(value, type_name):
-                raise ParamsError(
-                    f"{source}: key '{key}' must be {type_name} (as in {nb_name}), "
-                    f"got {type(value).__name__} {value!r}"
-                )
-            why = check_rules(key, value, rules_of(spec))
-            if why:
-                raise ParamsError(f"{source}: key '{key}' {why} (as declared in {nb_name})")
-        if key.endswith(PATH_SUFFIXES) and value:
-            path = Path(value).expanduser().resolve()
-            if not path.exists():
-                raise ParamsError(f"{source}: key '{key}': path does not exist: {path}")
-            value = str(path)
-        checked[key] = value
-    for nb, spec in declared.items():
-        errors = cross_key_errors({**defaults(spec), **{k: v for k, v in checked.items() if k in spec}})
-        if errors:
-            raise ParamsError(f"{source}: {errors[0]} (for {nb.name})")
-    return checked
-
-
-def defaults(spec: dict[str, dict]) -> dict:
-    """The default values of a parameters cell, evaluated as Python literals."""
-    return {k: ast.literal_eval(v["default"]) for k, v in spec.items()}
 
 
 def git_commit() -> str:
@@ -195,16 +86,48 @@ def versions() -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def ipc_kernels() -> Iterator[type]:
+    """A kernel manager class for papermill (`kernel_manager_class`) whose kernels talk over IPC
+    sockets in a private temporary folder (mode 0700), removed afterwards: by default jupyter_client
+    uses TCP on localhost, in plain text, and every kernel warns that anyone on the machine could
+    read it."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    with tempfile.TemporaryDirectory(prefix="richreps-kernels-") as folder:
+
+        class IPCKernelManager(AsyncKernelManager):
+            @default("transport")
+            def _transport_default(self) -> str:
+                return "ipc"
+
+            @default("connection_file")
+            def _connection_file_default(self) -> str:  # absolute: the IPC sockets sit beside it
+                return str(Path(folder) / f"kernel-{uuid.uuid4().hex[:12]}.json")
+
+        yield IPCKernelManager
+
+
+def check_outputs(outputs: str | Path) -> None:
+    """`--outputs` must be a folder, or a path where one can be made, before any notebook runs."""
+    path = Path(outputs).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ParamsError(f"--outputs {outputs}: not a folder")
+    parent = next(p for p in [path, *path.parents] if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ParamsError(f"--outputs {outputs}: {parent} is not a folder this user can write to")
+
+
 def run(
     params_file: str | Path,
     only: list[str] | None = None,
     notebooks: str | Path = "notebooks",
     outputs: str | Path = "outputs",
+    publish_to: str | Path | None = None,
 ) -> Path:
-    """Validate, then execute each notebook; return the manifest's path."""
-    import papermill as pm
-    from tqdm.auto import tqdm
-
+    """Validate (params, `outputs`, and `publish_to` when given), then execute each notebook; return
+    the manifest's path. Publishing itself is `publish`, after the run."""
     params_file = Path(params_file)
     params = load_params(params_file)
     all_nbs = notebooks_in(notebooks)
@@ -213,9 +136,17 @@ def run(
     declared = {nb: declared_parameters(nb) for nb in all_nbs}
     checked = validate(params, declared, str(params_file))
     selected = notebooks_in(notebooks, only)
+    check_outputs(outputs)
+    if publish_to is not None:
+        check_publish(publish_to, outputs)
 
     out_dir = (Path(outputs) / params_file.stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if any(nb.name.startswith("03") for nb in selected):  # GPU-hours, RAM and disk, before any is spent
+        from richreps.resources import check_resources  # refuses, naming output_dir, when the disk is short
+
+        values = {k: v for spec in declared.values() for k, v in defaults(spec).items()}
+        print(check_resources(values | checked, out_dir))
     manifest = {
         "params_file": str(params_file),
         "parameters": checked,
@@ -232,6 +163,21 @@ def run(
             manifest["notebooks"] = [e for e in earlier if e["notebook"] not in names]
         except (json.JSONDecodeError, KeyError):
             pass
+    with ipc_kernels() as kernel_manager:
+        _execute(selected, declared, checked, out_dir, manifest, manifest_path, params_file, kernel_manager)
+    from richreps.report import write_report
+
+    write_report(out_dir)
+    return manifest_path
+
+
+def _execute(
+    selected, declared, checked, out_dir, manifest, manifest_path, params_file, kernel_manager
+) -> None:
+    """Run `selected` in order, recording each in the manifest; the first failure stops the run."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
     bar = tqdm(selected, desc=f"notebooks ({params_file.stem})", unit="nb")
     for nb in bar:
         bar.set_postfix_str(nb.name)
@@ -250,6 +196,7 @@ def run(
                 kernel_name="python3",
                 cwd=str(nb.parent),
                 progress_bar=True,
+                kernel_manager_class=kernel_manager,
             )
         except pm.PapermillExecutionError as e:
             entry.update(status="failed", error=f"{e.ename}: {e.evalue}")
@@ -263,30 +210,6 @@ def run(
         manifest["notebooks"].append(entry)
         manifest["notebooks"].sort(key=lambda e: e["notebook"])
         write_json(manifest_path, manifest)
-    from richreps.report import write_report
-
-    write_report(out_dir)
-    return manifest_path
-
-
-PUBLISHED = ("report.md", "manifest.json", "tables/*", "figures/*.png")
-
-
-def publish(out_dir: str | Path, dest: str | Path) -> Path:
-    """Copy a run's report, manifest, tables and PNG figures to `dest` (replaced whole), the small part
-    of a run worth committing; members, caches and executed notebooks stay in `out_dir`."""
-    out_dir, dest = Path(out_dir), Path(dest)
-    if not (out_dir / "report.md").is_file():
-        raise RuntimeError(f"{out_dir / 'report.md'} missing: nothing to publish")
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for pattern in PUBLISHED:
-        for f in sorted(out_dir.glob(pattern)):
-            (tmp / f.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, tmp / f.relative_to(out_dir))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
 
 
 def refresh_committed(notebooks: str | Path = "notebooks", only: list[str] | None = None) -> None:
@@ -298,7 +221,15 @@ def refresh_committed(notebooks: str | Path = "notebooks", only: list[str] | Non
     import papermill as pm
 
     for nb in notebooks_in(notebooks, only):
-        pm.execute_notebook(str(nb), str(nb), kernel_name="python3", cwd=str(nb.parent), progress_bar=True)
+        with ipc_kernels() as kernel_manager:
+            pm.execute_notebook(
+                str(nb),
+                str(nb),
+                kernel_name="python3",
+                cwd=str(nb.parent),
+                progress_bar=True,
+                kernel_manager_class=kernel_manager,
+            )
         book = nbformat.read(nb, as_version=4)
         book.metadata.pop("papermill", None)
         for cell in book.cells:
@@ -321,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         help="re-execute notebooks/ in place with their defaults (must equal the params file)",
     )
     ap.add_argument(
-        "--publish", metavar="DIR", help="afterwards, copy report, manifest, tables and PNG figures to DIR"
+        "--publish",
+        metavar="DIR",
+        help="afterwards, copy report, manifest, tables and PNG figures into DIR (new, or written only by "
+        "earlier publishes: checked before any notebook runs; nothing else in it is ever deleted)",
     )
     args = ap.parse_args(argv)
     try:
@@ -334,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
                     raise ParamsError(f"{nb.name}: defaults differ from {args.params} for {sorted(diff)}")
             refresh_committed(args.notebooks, args.only)
             return 0
-        manifest = run(args.params, args.only, args.notebooks, args.outputs)
+        manifest = run(args.params, args.only, args.notebooks, args.outputs, args.publish)
         if args.publish:
             print(f"published {publish(manifest.parent, args.publish)}")
-    except (ParamsError, RuntimeError) as e:
+    except (ParamsError, PublishError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ParamsError) else 1
+        return 1 if isinstance(e, RuntimeError) else 2
     print(f"wrote {manifest}")
     return 0
 

@@ -26,7 +26,7 @@ import pandas as pd
 from richreps import pretrain
 from richreps.config import Recipe
 from richreps.data import cues
-from richreps.io import append_rows, parse_assignments
+from richreps.io import append_rows, parse_assignments, read_jsonl
 
 RECORD = Path(__file__).parent / "data" / "member_sweep.csv"
 BASE = Recipe(train_size=0)  # fresh samples: the recipe that is tuned, before `--set`
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = ["--out", work, "--seed", str(args.seed), "--steps", str(args.steps), *recipe.flags()]
         flags += ["--eval-every", str(args.eval_every), "--ckpt-every", str(args.steps), "--log-every", "50"]
         pretrain.train(pretrain.parse_args(flags))
-        metrics = pd.read_json(Path(work) / "metrics" / f"seed{args.seed}.jsonl", lines=True)
+        metrics = pd.DataFrame(read_jsonl(Path(work) / "metrics" / f"seed{args.seed}.jsonl"))
     wall = time.perf_counter() - start
     evals = metrics.dropna(subset=["val_acc"])
     changes = " ".join(args.set)

@@ -92,6 +92,15 @@ def test_probe_on_cues_and_its_errors(tmp_path, two_members):
     assert out.returncode == 2 and "nope.pt: checkpoint not found" in out.stderr
     out = sh(f"python -m richreps.probe --members {a} --dataset cifar10")
     assert out.returncode == 2 and "--root is required" in out.stderr
+    out = sh(f"python -m richreps.probe --members {a} {a} --task color {common}")  # one member, twice
+    assert out.returncode == 2 and f"--members {a} and {a} are the same member" in out.stderr
+
+
+def test_budget_refuses_one_seed_twice_and_a_warmup_longer_than_a_member():
+    out = sh("python -m richreps.budget --total 100 --baseline 100 --cat 2 --seeds 7 7")
+    assert out.returncode == 2 and "seed 7 more than once" in out.stderr and not out.stdout
+    out = sh("python -m richreps.budget --total 100 --baseline 100 --cat 2 --warmup-steps 500")
+    assert out.returncode == 2 and "--warmup-steps 500 is longer than the shortest member" in out.stderr
 
 
 def test_budget_as_the_readme_shows():

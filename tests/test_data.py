@@ -388,8 +388,8 @@ def test_check_command(imagenet, capsys):
         cli.main(["check", "--dataset", "imagenet", "--root", str(imagenet), "--val-fraction", "0.34"]) == 0
     )
     out = capsys.readouterr().out
-    assert "imagenet: 3 classes" in out and "train 12, val 6" in out and "test 4" in out
-    assert "unreadable files: 1" in out and "bad.JPEG" in out
+    assert "imagenet: 3 classes" in out and "readable images: train 12, val 6" in out and "test 3" in out
+    assert "unreadable files: 1 (train 0, test 1)" in out and "bad.JPEG" in out  # in no count above
     assert cli.main(["check", "--dataset", "cifar100", "--root", str(imagenet)]) == 2
     assert "cifar-100-python: folder not found" in capsys.readouterr().err
     assert cli.main(["check", "--dataset", "cues"]) == 0
@@ -399,6 +399,7 @@ def test_loader_workers_share_the_node_between_its_local_ranks(monkeypatch):
     from richreps.data import pipeline
 
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 64)  # the affinity covers the whole node
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     monkeypatch.setenv("WORLD_SIZE", "32")  # 4 nodes x 8 GPUs: only the 8 on this node share its cores
     assert pipeline.default_workers() == 64 // 8 - 1

@@ -168,3 +168,15 @@ def test_wide1_has_the_feature_dimension_of_catmax_and_reports_its_compute():
     assert train_flops_per_image(wide, 32) > train_flops_per_image(one, 32) > 0
     with pytest.raises(ValueError, match="small_cnn only"):
         build_model("resnet50", 10, last_mult=2)
+
+
+@pytest.mark.parametrize("record", ["small_cnn", ["small_cnn"], 3], ids=["string", "list", "number"])
+def test_a_recorded_recipe_that_is_not_a_mapping_is_a_damaged_file_named(tmp_path, record):
+    """Its checksum covers the weights, not the record, so it loads; reading its recipe must not crash."""
+    path = experiment.save_untrained(tmp_path / "m.pt", TINY, seed=0)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["recipe"] = record
+    torch.save(ckpt, path)
+    with pytest.raises(members.CheckpointError, match="m.pt: damaged member file .its recorded recipe is a"):
+        members.recorded_recipe(path)
+    assert not members.is_current(path, TINY, 0, 0)

@@ -79,7 +79,7 @@ def test_notebooks_03_and_04_run_the_imagenet_path(paper_run, tmp_path):
         data_root=str(root), imagenet_root=str(root), cifar10_root=str(work / "cifar-nb"), cifar100_root="",
         inat18_root="", image_size=64, probe_image_size=64, baseline_steps=4, total_steps=4, cat_sizes=[2],
         seeds=[0, 1], global_batch=8, warmup_steps=1, bn_batches=2, eval_every=2, ckpt_every=100,
-        launch="local", nproc=2, compile=False, images_per_s_per_device=0.0,
+        launch="local", nproc=2, compile=False, images_per_s_per_device=0.0, device="auto",
     )  # fmt: skip
     path = tmp_path / "paper_cpu.yaml"
     path.write_text(yaml.safe_dump(params))

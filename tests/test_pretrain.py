@@ -186,6 +186,73 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         pretrain.train(args_for(tmp_path, 6, "--lr", "0.01"))
 
 
+# one changed value per recipe field (data-root for --data imagenet: a tiny ImageFolder the test writes)
+CHANGED = {
+    "data": ["--data", "imagenet", "--data-root", "{imagenet}"],
+    "data_root": ["--data-root", "{imagenet}"],
+    "cue_task": ["--cue-task", "color"],
+    "cue_weights": ["--cue-weights", "1", "1", "1", "2"],
+    "cue_redundant": ["--cue-redundant", "0.9", "0.8", "0.7", "0.6"],
+    "cue_render": ["--cue-render", "v1"],
+    "train_size": ["--train-size", "256"],
+    "val_size": ["--val-size", "64"],
+    "data_seed": ["--data-seed", "2"],
+    "val_fraction": ["--val-fraction", "0.02"],
+    "image_size": ["--image-size", "64"],
+    "corrupt_policy": ["--corrupt-policy", "skip"],
+    "arch": ["--arch", "resnet18_cifar"],
+    "width": ["--width", "4"],
+    "global_batch": ["--global-batch", "64"],
+    "micro_batch": ["--micro-batch", "16"],
+    "lr": ["--lr", "0.01"],
+    "beta1": ["--beta1", "0.8"],
+    "beta2": ["--beta2", "0.999"],
+    "weight_decay": ["--weight-decay", "0.01"],
+    "warmup_steps": ["--warmup-steps", "1"],
+    "label_smoothing": ["--label-smoothing", "0.1"],
+    "r_power": ["--r-power", "0.5"],
+    "weight_lr_power": ["--weight-lr-power", "1.0"],
+    "bn_batches": ["--bn-batches", "3"],
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run of 4 steps with members at steps 2 and 4 and checkpoints at every step, trained once."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    pretrain.train(args_for(out, 4, "--export-at", "2", "--ckpt-every", "1"))
+    return out
+
+
+def test_the_changed_values_cover_every_recipe_field():
+    from dataclasses import fields
+
+    assert set(CHANGED) == {f.name for f in fields(Recipe)}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_every_recipe_flag_changed_between_two_starts_is_refused_and_no_member_changes(
+    tmp_path, finished_run, field
+):
+    """Issue 21, item 2: a second start on the same --out that plans an earlier member (step 1, below
+    every checkpoint) used to train from scratch with the new recipe and overwrite members 2 and 4."""
+    import shutil
+
+    from test_data import WNIDS, jpeg
+
+    for c, wnid in enumerate(WNIDS):  # --data-root must be an ImageFolder root even when unused
+        jpeg(tmp_path / "imagenet" / "train" / wnid / "a.JPEG", c)
+        jpeg(tmp_path / "imagenet" / "val" / wnid / "b.JPEG", 10 + c)
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    flags = [f.replace("{imagenet}", str(tmp_path / "imagenet")) for f in CHANGED[field]]
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(SystemExit, match=f"was written with {flag} .*, this run has .*use another --out"):
+        pretrain.train(args_for(out, 4, "--export-at", "1", "2", "--ckpt-every", "1", *flags))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no member changed
+
+
 def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
     with pytest.raises(pretrain.NonFiniteLoss, match=r"non-finite loss at step \d+ .*last good checkpoint"):
         pretrain.train(args_for(tmp_path, 30, "--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"))
@@ -290,7 +357,10 @@ def test_slurm_launch_submits_one_requeueable_ddp_job_per_run(tmp_path, monkeypa
     bins = fake_slurm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{bins}:{os.environ['PATH']}")
     p = budget.plan(400_000, 450_000, [2, 4, 5], "shared-prefix", seeds=[2, 550, 23, 477, 8529])
-    (tmp_path / "imagenet").mkdir()
+    from test_data import jpeg
+
+    for split in ("train", "val"):  # the header-level layout `--data-root` is checked for
+        jpeg(tmp_path / "imagenet" / split / "n01440764" / "a.JPEG", 0)
     recipe = Recipe(data="imagenet", data_root=str(tmp_path / "imagenet"), arch="resnet50")
     run_dir = tmp_path / "pretrain" / recipe.tag()
     launch.launch_plans([p], run_dir, recipe, ["--compile"], "slurm", nproc=8, nodes=2)
@@ -351,3 +421,14 @@ def test_pretrain_entry_point_runs_as_a_module(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "members" / "seed0_step2.pt").exists()
+
+
+def test_sweep_budgets_whose_members_would_sit_in_warmup_are_left_out_and_named():
+    """Issue 19: no member shorter than 5 x warmup_steps. Laptop's sweep with warmup 20: CAT5 members
+    of budgets 100, 200 and 400 train 18, 36 and 72 steps (< 100) and are left out; 800 and 1600 stay."""
+    p = budget.plan(1440, 1600, [2, 4, 5], "shared-prefix", warmup_steps=20, sweep=[100, 200, 400, 800, 1600])
+    assert sorted(p.sweep) == [800, 1600]
+    assert sorted(p.left_out) == [100, 200, 400]
+    assert "CAT5 members train 18 steps, under 5 x --warmup-steps 20" in p.left_out[100]
+    assert all(steps >= 100 for by_n in p.sweep.values() for ms in by_n.values() for _, steps in ms)
+    assert budget.plan(1440, 1600, [5], warmup_steps=0, sweep=[100]).left_out == {}  # no warmup: no rule

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet50
 
-from richreps import experiment, features, members, probe
+from richreps import experiment, featstore, features, members, probe
 from richreps.config import Recipe
 from richreps.models import Member
 
@@ -127,12 +127,17 @@ def test_feature_cache_hit_miss_and_resume(tmp_path):
     m2 = Counting(4)
     resumed = features.extract({"a": m2}, batches, "toy/train", tmp_path / "c", chunk_batches=2)["a"]
     assert m2.seen == 60  # two chunks (40 images) were on disk
-    assert torch.equal(resumed.features, ref.features) and torch.equal(resumed.labels, labels)
+    assert torch.equal(resumed.features.tensor(), ref.features.tensor()) and torch.equal(
+        resumed.labels, labels
+    )
     assert resumed.features.dtype == torch.float16
     m3 = Counting(4)
     hit = features.extract({"a": m3, "b": Counting(4)}, batches, "toy/train", tmp_path / "c")
-    assert m3.seen == 0 and torch.equal(hit["a"].features, ref.features)  # hit: no network run for "a"
-    assert torch.equal(features.concat([hit["a"], hit["b"]]).features, torch.cat([ref.features] * 2, 1))
+    assert m3.seen == 0 and torch.equal(
+        hit["a"].features.tensor(), ref.features.tensor()
+    )  # hit: no network run
+    cat = features.concat([hit["a"], hit["b"]]).features.tensor()
+    assert torch.equal(cat, torch.cat([ref.features.tensor()] * 2, 1))
 
 
 def blobs(n, seed, noise_rate=0.0, d=20, k=4):
@@ -153,19 +158,19 @@ def test_fast_probe_known_accuracy():
     assert noisy.test_acc == pytest.approx(0.75, abs=0.005)
 
 
-def test_fast_probe_switches_to_minibatch_when_features_are_large(caplog):
-    with caplog.at_level(logging.WARNING):
+def test_fast_probe_switches_to_minibatch_when_features_exceed_the_ram_budget(caplog):
+    with caplog.at_level(logging.INFO):
         r = probe.fast_probe(
             blobs(400, 0),
             blobs(200, 1),
             blobs(400, 2),
             grid=[1e-3],
-            max_full_batch_bytes=1000,
-            epochs=30,
+            ram_bytes=20_000,  # 400 x 20 float32 features are 32 kB: they do not fit
+            max_epochs=30,
             minibatch=64,
         )
-    assert "switching from full-batch L-BFGS to minibatch Adam" in caplog.text
-    assert r.solver == "Adam (minibatch)" and r.test_acc > 0.95
+    assert "do not fit a full-batch solve; minibatch Adam" in caplog.text
+    assert r.solver == "Adam (minibatch)" and r.test_acc > 0.95 and "Adam stops when" in r.stopping
 
 
 def test_reference_probe_on_a_separable_problem():
@@ -232,3 +237,100 @@ def test_the_device_reaches_extraction_probing_and_direct_training(tmp_path, mon
     assert seen["extract"] == seen["probe"] == {"cpu:0"} and "cpu:0" in seen["evaluate"]
     training_device = str(pretrain.setup()[2])  # direct training's own loop evaluates where it trains
     assert seen["evaluate"] <= {"cpu:0", training_device}
+
+
+def wide_blobs(n, seed, members=5, d=20, k=4):
+    """Per member: its own noisy view of the same n labelled examples (k classes)."""
+    base = blobs(n, seed, d=d, k=k)
+    g = torch.Generator().manual_seed(100 + seed)
+    views = [base.features.tensor().float() + torch.randn(n, d, generator=g) for _ in range(members)]
+    return {f"m{i}": features.FeatureSet(v.half(), base.labels) for i, v in enumerate(views)}
+
+
+def test_every_cat_of_a_task_is_probed_with_the_solver_of_its_largest_cat(monkeypatch):
+    """CAT1 alone fits a full-batch solve in this RAM budget and CAT5 does not; probed together, as
+    notebook 04 probes them, both get CAT5's solver, so CAT5 - CAT1 is not a difference between solvers."""
+    from richreps import featstore
+
+    monkeypatch.setenv(featstore.RAM_ENV, "0.0002")  # 200 kB: 400 x 20 fits, 400 x 100 does not
+    feats = {
+        "t": {s: wide_blobs(n, i) for i, (s, n) in enumerate([("train", 400), ("val", 200), ("test", 200)])}
+    }
+    cat1 = experiment.Representation("CAT1 (baseline)", 1, 10, ("m0",))
+    cat5 = experiment.Representation("CAT5", 5, 2, tuple(f"m{i}" for i in range(5)))
+    alone = probe.fast_probe(*(features.concat([feats["t"][s]["m0"]]) for s in ("train", "val", "test")))
+    assert alone.solver == probe.FULL_BATCH
+    rows = experiment.probe_rows([cat1, cat5], feats, ["t"], [1e-3], [], 0)
+    assert [r["solver"] for r in rows] == [probe.MINIBATCH, probe.MINIBATCH]
+    assert all(r["test_acc"] > 0.5 for r in rows)  # 4 classes: both learn (few Adam steps on 400 rows)
+
+
+@pytest.mark.parametrize("solver", ["L-BFGS (full batch)", "Adam (minibatch)"])
+def test_a_probe_on_feature_files_equals_the_probe_in_ram(tmp_path, solver):
+    """The same CAT3 read block by block from its members' cache files and held in RAM: the same
+    numbers to the last bit (the blocks are small here, so many of them are read)."""
+    sets = {
+        s: wide_blobs(n, i, members=3)
+        for i, (s, n) in enumerate([("train", 300), ("val", 100), ("test", 100)])
+    }
+
+    class Fixed(Member):
+        def __init__(self, x):
+            super().__init__()
+            self.x, self.feature_dim, self.fc = x, x.shape[1], nn.Linear(x.shape[1], 4)
+
+        def features(self, index):
+            return self.x[index].float()
+
+    stored = {}
+    for s, by_member in sets.items():
+        n = len(by_member["m0"].labels)
+        labels = by_member["m0"].labels
+
+        def batches(n=n, labels=labels):
+            return ((torch.arange(i, min(i + 32, n)), labels[i : i + 32]) for i in range(0, n, 32))
+
+        models = {k: Fixed(fs.features.tensor()) for k, fs in by_member.items()}
+        got = features.extract(models, batches, f"fixed/{s}", tmp_path, chunk_batches=3)
+        assert all(isinstance(fs.features, featstore.StoredRows) for fs in got.values())
+        stored[s] = features.concat([got[k] for k in sorted(got)])
+    in_ram = {s: features.FeatureSet(stored[s].features.tensor().clone(), stored[s].labels) for s in sets}
+    assert isinstance(in_ram["train"].features, featstore.InMemory)
+    kw = {"grid": [1e-2, 1e-3], "solver": solver, "ram_bytes": 50_000, "max_epochs": 5, "minibatch": 16}
+    from_files = probe.fast_probe(stored["train"], stored["val"], stored["test"], **kw)
+    from_ram = probe.fast_probe(in_ram["train"], in_ram["val"], in_ram["test"], **kw)
+    assert featstore.block_rows(60, 50_000) < 300  # several blocks
+    assert from_files == from_ram and from_files.solver == solver and from_files.test_acc > 0.9
+
+
+def test_each_seed_set_probes_its_own_sample_drawn_from_its_index(monkeypatch, tmp_path):
+    """Issue 19: the interval over seed sets covers the probe sample; set k draws with seed k."""
+    from richreps import experiment
+    from richreps.config import Recipe
+
+    calls = []
+
+    def spy(files, tasks, sizes, seed, *a, **kw):
+        calls.append((tuple(files), seed))
+        return {"seed": seed}
+
+    monkeypatch.setattr(experiment.features, "cue_features", spy)
+    monkeypatch.setattr(experiment, "solvers_by_task", lambda *a, **kw: {})
+    monkeypatch.setattr(experiment, "probe_rows", lambda reps, feats, *a, **kw: [feats["seed"]])
+    rep = lambda k: experiment.Representation("CAT1 (baseline)", 1, 10, (f"set{k}.pt",))  # noqa: E731
+    reps = {0: [rep(0)], 1: [rep(1)], 2: [rep(2)]}
+    rows = experiment.probe_cues(reps, Recipe(), ["color"], {"train": 10}, [0.0], [], tmp_path)
+    assert calls == [(("set0.pt",), 0), (("set1.pt",), 1), (("set2.pt",), 2)]
+    assert rows == [0, 1, 2]  # each set's probes read its own features
+
+
+@pytest.mark.parametrize("task", ["color", "mixture", "mnist_clutter"])
+def test_a_probe_sample_differs_across_seed_sets_and_repeats_within_one(task):
+    from richreps import features
+
+    def draw(seed):
+        return torch.cat(
+            [x for x, _ in features.cue_batches(task, 300, "test", seed, weights=[1, 1, 1, 1])()]
+        )
+
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(0), draw(1))

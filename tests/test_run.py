@@ -1,5 +1,6 @@
 """The papermill runner: validation before compute, failures that point at the notebook."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -123,17 +124,77 @@ def test_type_ok():
     assert run.type_ok(3, "float") and not run.type_ok(3.5, "int") and not run.type_ok(1, "bool")
 
 
-def test_publish_copies_the_small_part_of_a_run_and_replaces_the_old_copy(tmp_path, book):
+def test_publish_copies_the_small_part_of_a_run_and_replaces_only_what_it_wrote(tmp_path, book):
     params = write_params(tmp_path, {"steps": 2})
     out = tmp_path / "o" / "trial"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "fig.png").write_bytes(b"png")
     (out / "figures" / "fig.pdf").write_bytes(b"pdf")
     dest = tmp_path / "results" / "trial"
-    (dest / "stale").mkdir(parents=True)
+    (dest / "empty").mkdir(parents=True)  # an empty folder holds nothing to lose
     argv = [str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"]
     assert run.main([*argv, "--publish", str(dest)]) == 0
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert files == ["figures/fig.png", "manifest.json", "report.md"]
+    assert files == ["figures/fig.png", "manifest.json", "published.json", "report.md"]
+    (out / "figures" / "fig.png").unlink()  # no longer made: the copy an earlier publish wrote goes
+    assert run.main([*argv, "--publish", str(dest)]) == 0
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["manifest.json", "published.json", "report.md"]
+    record = json.loads((dest / "published.json").read_text())["files"]
+    assert sorted(record) == ["manifest.json", "report.md"] and all(len(h) == 1 for h in record.values())
     with pytest.raises(RuntimeError, match="report.md missing"):
         run.publish(tmp_path / "nothing", dest)
+
+
+def test_a_published_file_edited_since_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("# report\n")
+    dest = run.publish(out, tmp_path / "results")
+    (dest / "report.md").write_text("# report, with my notes\n")
+    with pytest.raises(run.PublishError, match=r"changed since \(report.md\)"):
+        run.publish(out, dest)
+    assert (dest / "report.md").read_text() == "# report, with my notes\n"
+
+
+def test_a_publish_killed_midway_can_be_repeated(tmp_path):
+    """The record accepts the old and the new content of every file until the copy is done."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("one\n")
+    dest = run.publish(out, tmp_path / "results")
+    (out / "report.md").write_text("two\n")
+    record = json.loads((dest / "published.json").read_text())
+    two = hashlib.sha256(b"two\n").hexdigest()
+    record["files"]["report.md"].append(two)  # what publish records before it copies
+    (dest / "published.json").write_text(json.dumps(record))
+    (dest / "report.md").write_text("two\n")  # killed after this copy, before the final record
+    assert run.publish(out, dest) == dest and (dest / "report.md").read_text() == "two\n"
+
+
+def test_the_kernels_papermill_starts_use_ipc_not_plain_tcp(tmp_path, book):
+    """Issue 21 item 9: every papermill run printed that kernel messages go over TCP in plain text."""
+    import os
+    import subprocess
+    import sys
+
+    params = write_params(tmp_path, {"steps": 2})
+    cmd = [sys.executable, "-m", "richreps.run", str(params), "--notebooks", str(book), "--only", "01"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*cmd, "--outputs", str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Use IPC transport" not in done.stderr and "without encryption" not in done.stderr
+    ok = nbformat.read(tmp_path / "o" / "trial" / "01_ok.ipynb", as_version=4)
+    assert "steps 2" in ok.cells[-1].outputs[0]["text"]
+
+
+def test_each_path_suffix_is_checked_for_what_it_means(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    assert run.path_error("weights_file", tmp_path, None) == f"{tmp_path} is not a file"
+    assert run.path_error("weights_file", tmp_path / "f.txt", None) is None
+    assert (
+        run.path_error("cifar10_root", tmp_path / "f.txt", "cifar10")
+        == f"{tmp_path / 'f.txt'} is not a folder"
+    )
+    assert "cifar-10-batches-py: folder not found" in run.path_error("cifar10_root", tmp_path, "cifar10")
+    assert run.path_error("other_root", tmp_path, None) is None  # a folder; no layout known for it

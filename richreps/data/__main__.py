@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from richreps.data import DATASETS, DatasetError, index_dataset, scan_images, split_counts
-from richreps.data.folders import cifar_arrays
+from richreps.data.folders import check_layout, cifar_arrays
 
 
 def check(dataset: str, root: str | None, val_fraction: float, seed: int) -> list[str]:
-    """Lines that describe the dataset: classes, images per split, unreadable files."""
+    """Lines that describe the dataset: classes, readable images per split, and unreadable files apart
+    (they are in no split's count: `skip` leaves them out, `error` refuses a run before step 1)."""
     if dataset == "cues":
         from richreps.data import cues
 
@@ -27,26 +30,27 @@ def check(dataset: str, root: str | None, val_fraction: float, seed: int) -> lis
         return lines
     if not root:
         raise DatasetError(f"--root is required for {dataset}")
+    check_layout(dataset, root)  # header level, fast: the runner's check of a *_root key
+    bad_train, bad_test = [], []
     if dataset in ("cifar10", "cifar100"):
         classes, arrays = cifar_arrays(dataset, root)
         counts = split_counts(arrays["train"][1], val_fraction, seed)
         counts["test"] = len(arrays["test"][1])
-        corrupt = 0
     else:
         index = index_dataset(dataset, root)
         classes = index.classes
-        _, bad_train = scan_images(index.train, "skip", desc="checking train")
-        _, bad_test = scan_images(index.test, "skip", desc="checking test")
-        counts = split_counts(index.labels("train"), val_fraction, seed)
-        counts["test"] = len(index.test)
-        corrupt = len(bad_train) + len(bad_test)
+        good_train, bad_train = scan_images(index.train, "skip", desc="checking train")
+        good_test, bad_test = scan_images(index.test, "skip", desc="checking test")
+        counts = split_counts(np.array([y for _, y in good_train], dtype=np.int64), val_fraction, seed)
+        counts["test"] = len(good_test)
         for path in (bad_train + bad_test)[:20]:
             print(f"  unreadable: {path}")
     return [
         f"{dataset}: {len(classes)} classes",
-        f"  images: train {counts['train']}, val {counts['val']} (stratified {val_fraction:g} of train, seed {seed}), "
-        f"test {counts['test']}",
-        f"  unreadable files: {corrupt}",
+        f"  readable images: train {counts['train']}, val {counts['val']} (stratified {val_fraction:g} of "
+        f"train, seed {seed}), test {counts['test']}",
+        f"  unreadable files: {len(bad_train) + len(bad_test)} (train {len(bad_train)}, test {len(bad_test)}): "
+        "in no count above; corrupt_policy skip leaves them out, error refuses a run before step 1",
     ]
 
 

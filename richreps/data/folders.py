@@ -77,10 +77,45 @@ def _image_folder(
     return classes, samples
 
 
+IMAGENET_LAYOUT = (
+    "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (ImageFolder layout, val sorted into class folders)"
+)
+INAT_LAYOUT = (
+    "root/train2018.json, root/val2018.json and the image paths they list (e.g. root/train_val2018/...)"
+)
+
+
+def check_layout(dataset: str, root: str | Path) -> None:
+    """The dataset's layout at header level: its folders and files exist, the first class folder holds
+    an image, the COCO files start as JSON. Fast on 1.28M files (nothing is listed whole or decoded);
+    the first check of `python -m richreps.data check` and of the runner's `*_root` keys."""
+    root = Path(root)
+    if dataset == "imagenet":
+        _require_dir(root, IMAGENET_LAYOUT)
+        for split in ("train", "val"):
+            folder = _require_dir(root / split, IMAGENET_LAYOUT)
+            first = min((d for d in folder.iterdir() if d.is_dir()), default=None)
+            if first is None:
+                raise DatasetError(f"{folder}: no class folders; expected {IMAGENET_LAYOUT}")
+            if not any(p.suffix.lower() in IMAGE_EXTS for p in first.iterdir()):
+                raise DatasetError(f"{first}: no images (*.JPEG, *.jpg, *.png); expected {IMAGENET_LAYOUT}")
+    elif dataset == "inat18":
+        _require_dir(root, INAT_LAYOUT)
+        for name in ("train2018.json", "val2018.json"):
+            path = root / name
+            if not path.is_file():
+                raise DatasetError(f"{path}: file not found; expected {INAT_LAYOUT}")
+            with path.open("rb") as f:
+                if not f.read(64).lstrip().startswith(b"{"):
+                    raise DatasetError(f"{path}: not a COCO-style JSON file; expected {INAT_LAYOUT}")
+    elif dataset in CIFAR:
+        _cifar_folder(dataset, root)
+
+
 def imagenet_index(root: str | Path) -> ImageIndex:
     """ImageNet-1k in ImageFolder layout: root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG."""
     root = Path(root)
-    layout = "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (ImageFolder layout, val sorted into class folders)"
+    layout = IMAGENET_LAYOUT
     _require_dir(root, layout)
     classes, train = _image_folder(root / "train", None, layout)
     _, test = _image_folder(root / "val", classes, layout)
@@ -96,9 +131,7 @@ def inat18_index(root: str | Path) -> ImageIndex:
     val2018.json is the test set, as in the authors' code; validation comes from `split_train`.
     """
     root = Path(root)
-    layout = (
-        "root/train2018.json, root/val2018.json and the image paths they list (e.g. root/train_val2018/...)"
-    )
+    layout = INAT_LAYOUT
     _require_dir(root, layout)
 
     def read(name: str) -> list[str]:
@@ -183,12 +216,8 @@ def _unpickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
-def cifar_arrays(name: str, root: str | Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """CIFAR-10/100 as uint8 HWC arrays and labels: (classes, {'train': (x, y), 'test': (x, y)}).
-
-    `root` may be the extracted folder itself or its parent. torchvision's classes are not used
-    because they check the official md5 sums even with download=False.
-    """
+def _cifar_folder(name: str, root: str | Path) -> Path:
+    """The extracted CIFAR folder under `root` (or `root` itself), every official file present."""
     spec = CIFAR[name]
     root = Path(root)
     folder = root if root.name == spec["folder"] else root / spec["folder"]
@@ -199,6 +228,17 @@ def cifar_arrays(name: str, root: str | Path) -> tuple[list[str], dict[str, tupl
     for f in files:
         if not (folder / f).is_file():
             raise DatasetError(f"{folder / f}: file not found; expected {layout}")
+    return folder
+
+
+def cifar_arrays(name: str, root: str | Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """CIFAR-10/100 as uint8 HWC arrays and labels: (classes, {'train': (x, y), 'test': (x, y)}).
+
+    `root` may be the extracted folder itself or its parent. torchvision's classes are not used
+    because they check the official md5 sums even with download=False.
+    """
+    spec = CIFAR[name]
+    folder = _cifar_folder(name, root)
     meta = _unpickle(folder / spec["meta"][0])
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta[spec["meta"][1]]]
     out = {}
@@ -242,7 +282,8 @@ def scan_images(
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
             if policy == "error":
                 raise CorruptImageError(
-                    f"{path}: unreadable image ({type(e).__name__}); set corrupt_policy: skip to leave it out"
+                    f"{path}: unreadable image ({type(e).__name__}) under corrupt_policy error; replace or "
+                    "remove it (corrupt_policy skip leaves such files out, and is another recipe)"
                 ) from None
             bad.append(path)
             continue
@@ -250,6 +291,19 @@ def scan_images(
     if bad:
         log.warning("skipped %d unreadable images (corrupt_policy=skip): %s", len(bad), ", ".join(bad))
     return good, bad
+
+
+def first_unreadable(samples: list[tuple[str, int]], desc: str = "checking images") -> str | None:
+    """The first file of `samples` that does not decode as training decodes it, as 'path (ErrorType)',
+    or None. `richreps.pretrain` runs it over each rank's share of the training images before step 1
+    under corrupt_policy `error`, so an unreadable file stops the run before any training, not mid-epoch."""
+    for path, _ in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
+        try:
+            with Image.open(path) as im:
+                im.convert("RGB")  # exactly what `load_rgb` does
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+            return f"{path} ({type(e).__name__})"
+    return None
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -144,17 +144,28 @@ _BUILDERS = {
 
 
 @lru_cache(maxsize=4)
-def splits(task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train' | 'val' | 'test': (images (N, 3, 32, 32) in [0, 1], labels (N,))}, fixed and stratified."""
+def images(task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a target's images (N, C, 32, 32) and labels, before any split (rendered once)."""
+    if not is_ood(task):
+        raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
+    return _BUILDERS[task]()
+
+
+@lru_cache(maxsize=8)
+def splits(task: str, seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'train' | 'val' | 'test': (images (N, 3, 32, 32) in [0, 1], labels (N,))}, stratified.
+
+    The images are fixed; `seed` draws the partition. Direct training and the default use `SPLIT_SEED`;
+    the probes of seed set k use seed k, so that each seed set has its own probe sample."""
     from sklearn.model_selection import train_test_split
 
     if not is_ood(task):
         raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
-    x, y = _BUILDERS[task]()
+    x, y = images(task)
     idx = np.arange(len(y))
     sizes = HELD_OUT[task]
-    rest, test = train_test_split(idx, test_size=sizes["test"], stratify=y, random_state=SPLIT_SEED)
-    train, val = train_test_split(rest, test_size=sizes["val"], stratify=y[rest], random_state=SPLIT_SEED)
+    rest, test = train_test_split(idx, test_size=sizes["test"], stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=sizes["val"], stratify=y[rest], random_state=seed)
     out = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         part = torch.from_numpy(np.sort(part))

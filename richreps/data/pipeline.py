@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,26 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: under SLURM with per-task binding, only its own task's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(local_processes: int | None = None) -> int:
-    """Loader workers per process: this node's cores shared by its processes, minus one for each
-    main loop. Only the processes on this node count: 4 nodes x 8 GPUs still have 8 per node."""
+    """Loader workers per process: the cores it can use, minus one for its main loop, at most 16.
+
+    `os.sched_getaffinity` already counts only this task's cores when SLURM binds each task to its
+    own (10 of a node's 80 for one of 8 GPUs: 9 workers). Only when the affinity covers the whole
+    node (torchrun on a workstation, or a SLURM job without per-task binding, seen as more cores than
+    SLURM_CPUS_PER_TASK) do the node's processes share it, and only the processes on this node count:
+    4 nodes x 8 GPUs still have 8 per node.
+    """
     local_processes = local_world_size() if local_processes is None else local_processes
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(16, cores // max(local_processes, 1) - 1))
+    cores = usable_cores()
+    per_task = int(os.environ.get("SLURM_CPUS_PER_TASK", 0) or 0)
+    shared = cores >= (os.cpu_count() or cores) or (per_task and cores > per_task)
+    share = cores // max(local_processes, 1) if shared else cores
+    return max(0, min(16, share - 1))
 
 
 def cpu_loader(
@@ -78,25 +94,89 @@ def collate_bytes(batch):
     return [b for b, _, _ in batch], torch.tensor([y for _, y, _ in batch]), [p for _, _, p in batch]
 
 
-def decode_batch(encoded: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor]:
+class DecodeFallbacks:
+    """What the batched device decode could not do, counted per epoch with the reasons, and said.
+
+    A fallback gives the same pixels as the CPU path but is slow: a batch with one unusual file is
+    decoded one image at a time, and a file nvjpeg rejects (ImageNet's train set holds a PNG and CMYK
+    JPEGs named .JPEG) is decoded by PIL. A few per epoch are expected; many mean the GPU path is not
+    running as it should, so the first of each reason is printed when it happens and each epoch's
+    counts when it ends (`end_epoch`); `history` keeps them by epoch.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0  # batched calls that failed (decoded one image at a time)
+        self.pil: Counter[str] = Counter()  # images decoded by PIL, by reason
+        self.history: dict[int, dict] = {}
+
+    def batch_failed(self, error: Exception) -> None:
+        if not self.batches:
+            print(f"[data] batched decode failed ({_reason(error)}): decoding that batch one image at a time",
+                  file=sys.stderr)  # fmt: skip
+        self.batches += 1
+
+    def used_pil(self, path: str, error: Exception) -> None:
+        reason = _reason(error)
+        if reason not in self.pil:
+            print(f"[data] {path}: decoded by PIL instead of on the device ({reason})", file=sys.stderr)
+        self.pil[reason] += 1
+
+    def end_epoch(self, epoch: int) -> dict:
+        """This epoch's counts (said when there were any), then zeroed for the next epoch."""
+        counts = {
+            "batches_one_by_one": self.batches,
+            "pil_images": sum(self.pil.values()),
+            "pil_reasons": dict(self.pil),
+        }
+        if self.batches or self.pil:
+            why = "; ".join(f"{n} x {r}" for r, n in self.pil.most_common())
+            print(f"[data] epoch {epoch}: {counts['pil_images']} images decoded by PIL ({why or 'none'}), "
+                  f"{self.batches} batches decoded one image at a time", file=sys.stderr)  # fmt: skip
+        self.history[epoch] = counts
+        self.batches, self.pil = 0, Counter()
+        return counts
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:160]}"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device out-of-memory error: never a reason to fall back to another decoder."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def decode_batch(
+    encoded: list[torch.Tensor],
+    paths: list[str],
+    device: torch.device,
+    fallbacks: DecodeFallbacks | None = None,
+) -> list[torch.Tensor]:
     """RGB uint8 CHW images, decoded in one batched call (nvjpeg on CUDA).
 
     When the batched call fails, each file is decoded alone; a file `decode_jpeg` rejects (a PNG
     named .JPEG, which ImageNet's train set holds, or a corrupt file) is decoded by PIL exactly as
     the CPU path decodes it, so an image is unreadable on this path iff it is on the CPU path, and
     the corrupt-file policy (`error` raises naming the file; `skip` scanned it out up front) is the same.
+    Every fallback is counted in `fallbacks` with its reason; an out-of-memory error is raised, not
+    taken for an unusual file.
     """
+    fallbacks = fallbacks if fallbacks is not None else DecodeFallbacks()
     try:
         return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        pass
+    except RuntimeError as e:
+        if is_out_of_memory(e):
+            raise
+        fallbacks.batch_failed(e)
     images = []
     for data, path in zip(encoded, paths):
         try:
             images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             continue
-        except RuntimeError:
-            pass
+        except RuntimeError as e:
+            if is_out_of_memory(e):
+                raise
+            fallbacks.used_pil(path, e)
         try:
             rgb = np.asarray(load_rgb(path))
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
@@ -149,9 +229,10 @@ class BatchAugment:
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.g = torch.Generator().manual_seed(seed)
         self.channels_last = channels_last
+        self.fallbacks = DecodeFallbacks()
 
     def __call__(self, encoded: list[torch.Tensor], paths: list[str] | None = None) -> torch.Tensor:
-        images = decode_batch(encoded, paths or ["<bytes>"] * len(encoded), self.device)
+        images = decode_batch(encoded, paths or ["<bytes>"] * len(encoded), self.device, self.fallbacks)
         out = torch.empty(len(images), 3, self.size, self.size, device=self.device)
         for i, img in enumerate(images):
             top, left, ch, cw = _crop_box(img.shape[1], img.shape[2], self.scale, self.ratio, self.g)

@@ -117,8 +117,8 @@ class LoaderStream(_Stream):
 
     Without `augment`, loader workers decode with PIL and apply the reference transforms
     (`--decode cpu`). With it, workers only read JPEG bytes and `augment` decodes and augments the
-    whole batch on the training device (`--decode gpu`: nvjpeg on CUDA), its crops seeded by
-    (seed, epoch, position) so that a resumed run draws the same ones.
+    whole batch on the training device (`--decode gpu`: nvjpeg on CUDA), its crops and flips seeded by
+    (seed, rank, epoch, position): each rank draws its own, and a resumed run draws the same ones.
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class LoaderStream(_Stream):
     ):
         from richreps.data.pipeline import cpu_loader, default_workers
 
-        self.dataset, self.batch, self.seed, self.augment = dataset, batch, seed, augment
+        self.dataset, self.batch, self.seed, self.rank, self.augment = dataset, batch, seed, rank, augment
         self.sampler = ResumableSampler(len(dataset), world, rank, seed=seed, drop_last=True)
         # The loader reads its own copy of the position, set at every (re)start; one loader for the
         # whole run, so its persistent workers start once, not at every epoch.
@@ -152,6 +152,16 @@ class LoaderStream(_Stream):
     def restart(self) -> None:
         self.it = None
 
+    def _next_epoch(self) -> None:
+        if self.augment is not None:  # the epoch's decode fallbacks, counted and said
+            self.augment.fallbacks.end_epoch(self.sampler.epoch)
+        super()._next_epoch()
+
+    def augment_seed(self) -> int:
+        """The seed of the next batch's crops and flips: (seed, rank, epoch, position), so the ranks of a
+        node draw different augmentations of their different images, and a resume draws the same."""
+        return hash((self.seed, self.rank, self.sampler.epoch, self.sampler.start)) % (2**63)
+
     def next(self):
         while True:
             if self.it is None:
@@ -166,9 +176,7 @@ class LoaderStream(_Stream):
                 x, y = batch
             else:
                 encoded, y, paths = batch
-                self.augment.g.manual_seed(
-                    hash((self.seed, self.sampler.epoch, self.sampler.start)) % (2**63)
-                )
+                self.augment.g.manual_seed(self.augment_seed())
                 x = self.augment(encoded, paths)
             self._advance(len(y))
             return x, y
@@ -193,18 +201,21 @@ class Calibration:
     """A fixed, shuffled sample of training images in batches; iterable any number of times.
 
     BatchNorm statistics are recomputed from it at every export, so it must not be a
-    one-shot generator, and it must not be the first classes of a class-sorted folder.
+    one-shot generator, and it must not be the first classes of a class-sorted folder. Its images are
+    decoded by `workers` loader processes (rank 0 calibrates while the other ranks wait); each image's
+    augmentation is seeded by its index, so the batches do not depend on the number of workers.
     """
 
-    def __init__(self, dataset, n: int, batch: int, seed: int):
+    def __init__(self, dataset, n: int, batch: int, seed: int, workers: int = 0):
         g = torch.Generator().manual_seed(seed)
         self.subset = torch.utils.data.Subset(
             SeededSamples(dataset, seed), torch.randperm(len(dataset), generator=g)[:n].tolist()
         )
-        self.batch = batch
+        self.batch, self.workers = batch, workers
 
     def __iter__(self):
-        return (x for x, _ in torch.utils.data.DataLoader(self.subset, batch_size=self.batch))
+        loader = torch.utils.data.DataLoader(self.subset, batch_size=self.batch, num_workers=self.workers)
+        return (x for x, _ in loader)
 
     def __len__(self) -> int:
         return -(-len(self.subset) // self.batch)
@@ -243,6 +254,27 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
     }
 
 
+def skip_unreadable(datasets: list, rank: int, world: int) -> None:
+    """corrupt_policy skip: leave the unreadable files out of `datasets`, each rank decoding only its
+    share of them and all ranks leaving out what any found, so a start decodes every image once, not
+    once per rank. The splits are drawn before, so which images are left out does not move the others."""
+    import torch.distributed as dist
+
+    from richreps.data import scan_images
+
+    samples = [s for ds in datasets for s in ds.samples]
+    shared = world > 1 and dist.is_available() and dist.is_initialized()
+    mine = samples[rank::world] if shared else samples
+    _, bad = scan_images(mine, "skip", desc=f"checking images (rank {rank}: {len(mine)} of {len(samples)})")
+    if shared:
+        found: list = [None] * world
+        dist.all_gather_object(found, bad)
+        bad = [p for part in found for p in part]
+    drop = set(bad)
+    for ds in datasets:
+        ds.samples = [s for s in ds.samples if s[0] not in drop]
+
+
 def make_data(
     recipe: Recipe,
     seed: int,
@@ -256,7 +288,9 @@ def make_data(
     """(train stream, calibration batches, validation batches, number of classes).
 
     `decode` chooses how ImageNet JPEGs become training batches: `cpu` (PIL in loader workers)
-    or `gpu` (bytes from the workers, batched decode and augmentation on `device`)."""
+    or `gpu` (bytes from the workers, batched decode and augmentation on `device`). `workers` (default:
+    `default_workers()`, from the cores this process can use) decode for the training stream, and for
+    BN calibration and evaluation too."""
     calib_seed = seed + 7919
     if recipe.data == "cues":
         from richreps.data import cues, ood
@@ -279,15 +313,26 @@ def make_data(
         val = [(va.images[i : i + 512], va.labels[i : i + 512]) for i in range(0, len(va.labels), 512)]
         n_classes = cues.TASKS[recipe.cue_task].n_classes if recipe.cue_task in cues.TASKS else cues.N_VALUES
         return stream, calib, val, n_classes
-    from richreps.data import build_dataset, pretrain_transform
+    from richreps.data import build_dataset, index_dataset, pretrain_transform
+    from richreps.data.pipeline import default_workers
 
-    common = dict(val_fraction=recipe.val_fraction, seed=0, corrupt_policy=recipe.corrupt_policy)
+    workers = default_workers() if workers is None else workers
+    index = index_dataset("imagenet", recipe.data_root)  # listed once for both splits
+    common = dict(
+        val_fraction=recipe.val_fraction,
+        seed=0,
+        corrupt_policy=recipe.corrupt_policy,
+        scan=False,
+        index=index,
+    )
     train = build_dataset(
         "imagenet", recipe.data_root, "train", pretrain_transform(True, recipe.image_size), **common
     )
     held = build_dataset(
         "imagenet", recipe.data_root, "val", pretrain_transform(False, recipe.image_size), **common
     )
+    if recipe.corrupt_policy == "skip":
+        skip_unreadable([train, held], rank, world)
     if decode == "gpu":
         from richreps.data.pipeline import BatchAugment, JpegBytes, collate_bytes
 
@@ -297,6 +342,6 @@ def make_data(
         )
     else:
         stream = LoaderStream(SeededSamples(train, seed), micro, seed, rank, world, workers)
-    calib = Calibration(train, recipe.bn_batches * micro, micro, calib_seed)
-    val = torch.utils.data.DataLoader(held, batch_size=256, num_workers=workers or 0)
+    calib = Calibration(train, recipe.bn_batches * micro, micro, calib_seed, workers)
+    val = torch.utils.data.DataLoader(held, batch_size=256, num_workers=workers)
     return stream, calib, val, len(train.classes)

@@ -1,0 +1,199 @@
+"""A params file's checks, before any notebook of `python -m richreps.run` starts: every key known to a
+notebook, of its declared type and value rules, each given once, and every path what its key says
+(`*_root`: a folder in its dataset's layout; `*_file`: a file). Each refusal is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
+PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
+# *_root keys whose folder must be in a dataset's layout (data_root: when pretrain_data is imagenet)
+ROOT_DATASETS = {
+    "imagenet_root": "imagenet",
+    "inat18_root": "inat18",
+    "cifar10_root": "cifar10",
+    "cifar100_root": "cifar100",
+    "data_root": "imagenet",
+}
+SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}
+
+
+class ParamsError(ValueError):
+    """A params file that cannot run; the message is one line naming the key or file."""
+
+
+def type_ok(value, type_name: str) -> bool:
+    """Does `value` (from YAML) match a parameters-cell annotation like 'list[float]'?"""
+    base, _, inner = type_name.partition("[")
+    expected = SCALARS.get(base.strip())
+    if expected is None:
+        return True  # an annotation we do not model; papermill passes the value through
+    if base in ("int", "float") and isinstance(value, bool):
+        return False
+    if not isinstance(value, expected):
+        return False
+    if base == "list" and inner:
+        return all(type_ok(v, inner.rstrip("]")) for v in value)
+    return True
+
+
+def rules_of(spec: dict) -> list[str]:
+    """The value rules declared at the start of a parameter's comment, e.g. `# {non-empty; min 1} ...`:
+    `min X` (each value >= X), `positive` (> 0), `in: a, b` (each value one of these), `len N`, `non-empty`."""
+    m = re.match(r"\s*\{([^}]*)\}", spec.get("help") or "")
+    return [r.strip() for r in m.group(1).split(";")] if m else []
+
+
+def check_rules(key: str, value, rules: list[str]) -> str | None:
+    """Why `value` breaks one of `rules`, or None."""
+    items = value if isinstance(value, list) else [value]
+    for rule in rules:
+        if rule == "non-empty" and not items:
+            return "must not be empty"
+        if rule.startswith("len ") and len(items) != int(rule[4:]):
+            return f"must have {rule[4:]} values, got {len(items)}"
+        if rule.startswith("min ") and any(v < float(rule[4:]) for v in items):
+            return f"must be >= {rule[4:]}, got {value!r}"
+        if rule == "positive" and any(not v > 0 for v in items):
+            return f"must be > 0, got {value!r}"
+        if rule.startswith("in:"):
+            choices = [c.strip() for c in rule[3:].split(",")]
+            bad = [v for v in items if v not in choices]
+            if bad:
+                return f"must be one of {choices}, got {bad[0]!r}"
+    return None
+
+
+def cross_key_errors(values: dict) -> list[str]:
+    """Rules between keys, on the values a run will use (params over notebook defaults)."""
+    errors = []
+    if "seeds" in values and values.get("cat_sizes") and len(values["seeds"]) < max(values["cat_sizes"]):
+        errors.append(
+            f"key 'seeds' lists {len(values['seeds'])} seeds; CAT{max(values['cat_sizes'])} "
+            f"(key 'cat_sizes') needs {max(values['cat_sizes'])}"
+        )
+    if {"global_batch", "nproc", "nodes"} <= set(values) and values["global_batch"] % (
+        values["nproc"] * values["nodes"]
+    ):
+        errors.append(
+            f"key 'global_batch' {values['global_batch']} does not split into nproc x nodes = "
+            f"{values['nproc'] * values['nodes']} processes"
+        )
+    if (
+        "cue_weights" in values
+        and values.get("pretrain_data", "cues") == "cues"
+        and not sum(values["cue_weights"]) > 0
+    ):
+        errors.append("key 'cue_weights' must have a positive sum")
+    return errors
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last silently, so a params file could say one value and run another)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(
+                        f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})"
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the base class says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_params(path: str | Path) -> dict:
+    """Read a params YAML file; it must be a non-empty mapping of names to values, each key once."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as e:
+        raise ParamsError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if params is None:
+        raise ParamsError(f"{path}: empty; a params file must set at least one key (see params/smoke.yaml)")
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameter names to values")
+    return params
+
+
+def validate(params: dict, declared: dict[Path, dict[str, dict]], source: str) -> dict:
+    """Check every key against the notebooks that declare it; return paths made absolute."""
+    checked = {}
+    known = {k: v for spec in declared.values() for k, v in defaults(spec).items()}
+    pretrain_data = params.get("pretrain_data", known.get("pretrain_data", "cues"))
+    for key, value in params.items():
+        if key in RUNNER_KEYS:
+            raise ParamsError(f"{source}: key '{key}' is set by the runner, remove it")
+        owners = {nb.name: spec[key] for nb, spec in declared.items() if key in spec}
+        if not owners:
+            raise ParamsError(f"{source}: unknown key '{key}': no notebook declares it")
+        for nb_name, spec in owners.items():
+            type_name = spec["inferred_type_name"]
+            if not type_ok(value, type_name):
+                raise ParamsError(
+                    f"{source}: key '{key}' must be {type_name} (as in {nb_name}), "
+                    f"got {type(value).__name__} {value!r}"
+                )
+            why = check_rules(key, value, rules_of(spec))
+            if why:
+                raise ParamsError(f"{source}: key '{key}' {why} (as declared in {nb_name})")
+        if key.endswith(PATH_SUFFIXES) and value:
+            path = Path(value).expanduser().resolve()
+            if not path.exists():
+                raise ParamsError(f"{source}: key '{key}': path does not exist: {path}")
+            dataset = ROOT_DATASETS.get(key) if key != "data_root" or pretrain_data == "imagenet" else None
+            why = path_error(key, path, dataset)
+            if why:
+                raise ParamsError(f"{source}: key '{key}': {why}")
+            value = str(path)
+        checked[key] = value
+    for nb, spec in declared.items():
+        errors = cross_key_errors({**defaults(spec), **{k: v for k, v in checked.items() if k in spec}})
+        if errors:
+            raise ParamsError(f"{source}: {errors[0]} (for {nb.name})")
+    return checked
+
+
+def path_error(key: str, path: Path, dataset: str | None) -> str | None:
+    """What an existing path does not mean that its key says: a `*_root` must be a folder, in
+    `dataset`'s layout when known (header level, fast: the first check of `python -m richreps.data
+    check`); a `*_file` must be a file. None when it is fine."""
+    if key.endswith("_file") and not path.is_file():
+        return f"{path} is not a file"
+    if key.endswith("_root"):
+        if not path.is_dir():
+            return f"{path} is not a folder"
+        if dataset:
+            from richreps.data.folders import DatasetError, check_layout
+
+            try:
+                check_layout(dataset, path)
+            except DatasetError as e:
+                return f"not a {dataset} root: {e}"
+    return None
+
+
+def defaults(spec: dict[str, dict]) -> dict:
+    """The default values of a parameters cell, evaluated as Python literals."""
+    return {k: ast.literal_eval(v["default"]) for k, v in spec.items()}

@@ -1,0 +1,262 @@
+"""What a params file's whole plan costs before it runs: GPU-hours, peak RAM, and disk with where it goes.
+
+    python -m richreps.budget --resources params/paper.yaml
+
+The runner prints this before notebook 03 and refuses, naming `output_dir`, when the disk under it has
+less room than the plan needs. Dataset sizes are numbers (`DATASETS`, from the datasets' own
+documentation), so the plan needs no data; the runner counts an ImageNet folder's images instead when
+one is given (its file names only, no `stat`), so that a small test folder is not planned as 1.28M
+images. Disk is counted as the files are written: float32 member weights, training checkpoints with
+schedule-free AdamW's two state tensors per weight (the last two kept, plus the final state), and the
+feature cache's float16 features and int64 labels per member and image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from richreps import budget
+
+# the official sizes; `val` is a stratified share of the training set (richreps.data: 2 %), `test` the official test
+DATASETS = {
+    "imagenet": {"train": 1_281_167, "test": 50_000, "classes": 1000},
+    "inat18": {"train": 437_513, "test": 24_426, "classes": 8142},
+    "cifar100": {"train": 50_000, "test": 10_000, "classes": 100},
+    "cifar10": {"train": 50_000, "test": 10_000, "classes": 10},
+}
+VAL_FRACTION = 0.02
+# ResNet-50 inference, bf16 channels_last, batch 1024, on one H200 (the reference measurements): each
+# member runs every image once, so extraction costs images x members / this, in GPU-seconds
+INFERENCE_IMAGES_PER_S = 16_443.0
+CHECKPOINTS_KEPT = 3  # richreps.checkpoints keeps the last two; pretrain writes the final state beside them
+
+
+class ResourceError(RuntimeError):
+    """The plan does not fit where it would be written; the message names `output_dir`."""
+
+
+@dataclass
+class Resources:
+    gpu_hours_training: float | None  # None: no throughput stated (images_per_s_per_device 0)
+    gpu_hours_extraction: float | None  # None: no inference rate known for this architecture
+    images_per_s_per_device: float
+    ram_extraction: int  # bytes of feature chunks held in RAM (the interpreter and models on top)
+    ram_probing: int
+    full_batch_bytes: dict[str, int]  # dataset -> memory a full-batch solve of its largest CAT needs
+    disk: dict[str, int]  # "members", "checkpoints", "feature cache" -> bytes
+    where: dict[str, str]  # the same keys -> folder under output_dir
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def disk_total(self) -> int:
+        return sum(self.disk.values())
+
+
+def count_imagenet(root: str | Path) -> dict[str, int]:
+    """Images and classes of an ImageFolder-layout ImageNet root, from directory listings only."""
+
+    def count(folder: Path) -> tuple[int, int]:
+        classes = [d for d in os.scandir(folder) if d.is_dir()]
+        return sum(sum(1 for f in os.scandir(d.path) if f.is_file()) for d in classes), len(classes)
+
+    train, classes = count(Path(root) / "train")
+    test, _ = count(Path(root) / "val")
+    return {"train": train, "test": test, "classes": classes}
+
+
+def model_bytes(arch: str, num_classes: int, width: int) -> tuple[int, int, int]:
+    """(bytes of a member's weights and buffers, bytes of its parameters, its feature width), built on
+    the meta device: no memory, no initialisation."""
+    import torch
+
+    from richreps.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(arch, num_classes, width)
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return state, params, model.feature_dim
+
+
+def _gb(b: float) -> str:
+    return f"{b / 1e9:,.1f} GB"
+
+
+def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | None = None) -> Resources:
+    """The plan of `values` (a params file over the notebooks' defaults), written under `output_dir`.
+
+    `sizes` maps a probed dataset to its train / test images and classes (default: `DATASETS`, and an
+    ImageNet root's own count where the folder exists)."""
+    from richreps import featstore, probe
+    from richreps.experiment import dataset_roots
+    from richreps.io import project_path
+
+    plans = budget.replicate_plans(
+        values["total_steps"],
+        values["baseline_steps"],
+        values["cat_sizes"],
+        values["plan_mode"],
+        values["seeds"],
+        values["seed_sets"],
+        values["warmup_steps"],
+        values.get("sweep_budgets", []),
+        values.get("trajectory_steps", []),
+    )
+    n_max = max([1, *values["cat_sizes"]])
+    trained = {(r.seed, s) for p in plans for r in p.runs for s in r.exports}
+    members = len(trained) + n_max * values["seed_sets"]  # plus notebook 04's untrained controls
+    runs = sum(len(p.runs) for p in plans)
+    images = sum(p.training_steps for p in plans) * values["global_batch"]
+    cues = values["pretrain_data"] == "cues"
+    classes = 10 if cues else 1000  # richreps.data.cues.N_VALUES; ImageNet-1k
+    state, params, dim = model_bytes(values["arch"], classes, values["width"])
+
+    given = {d: values.get(f"{d}_root", "") for d in DATASETS}
+    roots, _ = dataset_roots(given, project_path(values.get("data_dir", "data")))
+    probed = {}
+    for name, root in roots.items():
+        own = (sizes or {}).get(name)
+        if own is None and sizes is None and name == "imagenet" and (Path(root) / "train").is_dir():
+            own = count_imagenet(root)
+        probed[name] = own or DATASETS[name]
+    rows = {n: s["train"] + s["test"] for n, s in probed.items()}
+    if cues and values.get("cue_probes", True):
+        rows["cue tasks"] = (1 + len(values.get("probe_tasks", []))) * sum(values["probe_sizes"])
+    row_bytes = dim * 2 + 8  # float16 features and an int64 label, per member and image
+    rate = float(values.get("images_per_s_per_device", 0.0))
+    budget_bytes = featstore.ram_budget()
+    res = Resources(
+        gpu_hours_training=images / rate / 3600 if rate > 0 else None,
+        gpu_hours_extraction=(
+            sum(rows.values()) * members / INFERENCE_IMAGES_PER_S / 3600
+            if values["arch"] == "resnet50"
+            else None
+        ),
+        images_per_s_per_device=rate,
+        ram_extraction=budget_bytes // 2,
+        ram_probing=budget_bytes,
+        full_batch_bytes={
+            n: probe.full_batch_bytes(round(s["train"] * (1 - VAL_FRACTION)), n_max * dim, s["classes"])
+            for n, s in probed.items()
+        },
+        disk={
+            "members": members * state,
+            "checkpoints": runs * CHECKPOINTS_KEPT * (state + 2 * params),
+            "feature cache": sum(rows.values()) * members * row_bytes,
+        },
+        where={
+            "members": f"{output_dir}/pretrain/recipe-<hash>/members and {output_dir}/untrained",
+            "checkpoints": f"{output_dir}/pretrain/recipe-<hash>/ckpt and .../final",
+            "feature cache": f"{output_dir}/feature_cache",
+        },
+    )
+    res.notes = [
+        f"{members} member files ({len(trained)} trained, {n_max * values['seed_sets']} untrained controls), "
+        f"{runs} training runs, {images:,} training images; features {dim} per member, CAT{n_max} {n_max * dim}",
+        "probed: " + (", ".join(f"{n} {r:,} images" for n, r in rows.items()) or "nothing"),
+    ]
+    return res
+
+
+def format_resources(res: Resources) -> str:
+    """The plan's resources, one line each."""
+
+    def hours(h: float | None, why: str) -> str:
+        return f"{h:,.1f}" if h is not None else f"not estimated ({why})"
+
+    lines = [
+        "resource plan (whole plan, every seed set):",
+        *(f"  {n}" for n in res.notes),
+        f"  GPU-hours, pretraining: {hours(res.gpu_hours_training, 'images_per_s_per_device is 0')}"
+        + (f" at {res.images_per_s_per_device:,.0f} images/s per GPU" if res.gpu_hours_training else ""),
+        f"  GPU-hours, feature extraction: {hours(res.gpu_hours_extraction, 'a rate is known for resnet50 only')}"
+        + (
+            f" at {INFERENCE_IMAGES_PER_S:,.0f} images/s per member (H200)"
+            if res.gpu_hours_extraction
+            else ""
+        ),
+        f"  peak RAM, extraction: {_gb(res.ram_extraction)} of feature chunks; probing: {_gb(res.ram_probing)} "
+        "of feature blocks (RICHREPS_RAM_GB), each plus the interpreter, torch and the models",
+    ]
+    for name, b in res.full_batch_bytes.items():
+        lines.append(
+            f"  full-batch L-BFGS on {name}'s largest CAT needs {_gb(b)} (GPU memory), else minibatch Adam"
+        )
+    for key, b in res.disk.items():
+        lines.append(f"  disk, {key}: {_gb(b)} in {res.where[key]}")
+    lines.append(f"  disk, total: {_gb(res.disk_total)}")
+    return "\n".join(lines)
+
+
+def held_bytes(output_dir: Path) -> int:
+    """Bytes already written where the plan writes (a rerun reuses them)."""
+    return sum(
+        f.stat().st_size
+        for sub in ("pretrain", "untrained", "feature_cache")
+        for f in (output_dir / sub).rglob("*")
+        if f.is_file()
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds `path` (or its nearest existing parent)."""
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_resources(values: dict, output_dir: str | Path) -> str:
+    """The plan's resources as text; ResourceError naming `output_dir` when its disk lacks the room."""
+    output_dir = Path(output_dir)
+    try:
+        res = resources(values, output_dir)
+    except KeyError as e:  # a notebooks folder whose 03 is not this project's pretraining notebook
+        return f"resource plan: not made (no key {e} among the notebooks' parameters)"
+    free, held = free_bytes(output_dir), held_bytes(output_dir)
+    if free + held < res.disk_total:
+        raise ResourceError(
+            f"output_dir {output_dir}: {_gb(free)} free on its disk (+{_gb(held)} already written there), "
+            f"the plan needs {_gb(res.disk_total)} ("
+            + ", ".join(f"{k} {_gb(v)}" for k, v in res.disk.items())
+            + "); free space or pass another --outputs"
+        )
+    return format_resources(res) + f"\n  free under {output_dir}: {_gb(free)}"
+
+
+def main_resources(params_file: str, outputs: str = "outputs") -> int:
+    """`python -m richreps.budget --resources PARAMS.yaml`: the plan over the notebooks' defaults,
+    for the folder the runner would write (<outputs>/<params name>)."""
+    import sys
+
+    from richreps import run
+    from richreps.io import project_path
+    from richreps.params import defaults, load_params
+
+    try:
+        params = load_params(params_file)
+        values = {}
+        folder = project_path("notebooks")
+        for nb in run.notebooks_in(folder) if folder.is_dir() else []:
+            values.update(defaults(run.declared_parameters(nb)))
+        values.update(params)
+        output_dir = (Path(outputs) / Path(params_file).stem).resolve()
+        res = resources(values, output_dir)
+    except KeyError as e:
+        print(f"error: {params_file}: key {e} is missing", file=sys.stderr)
+        return 2
+    except (run.ParamsError, ValueError) as e:
+        print(f"error: {params_file}: {e}", file=sys.stderr)
+        return 2
+    print(format_resources(res))
+    free = free_bytes(output_dir) + held_bytes(output_dir)
+    verdict = (
+        "enough"
+        if free >= res.disk_total
+        else f"short by {_gb(res.disk_total - free)}: the runner will refuse"
+    )
+    print(f"  free under {output_dir}: {_gb(free_bytes(output_dir))} ({verdict})")
+    return 0
