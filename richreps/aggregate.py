@@ -14,6 +14,7 @@ from richreps.evidence.claims import OOD, derived_table3
 IID = "mixture (IID)"
 SINGLE_CUE = ("shape", "color", "texture", "position")  # = richreps.data.cues.CUES (no torch import here)
 DIRECT = "direct training"
+DIRECT_EQUAL = "direct training (probe's labels)"  # trained on as many labels as the probe
 
 
 def full_data(long: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +82,7 @@ def coverage(long: pd.DataFrame, probe_tasks: list[str]) -> pd.DataFrame:
     cue_tasks = [t for t in probe_tasks if t in SINGLE_CUE and t in set(full["task"])]
     if not cue_tasks:
         return pd.DataFrame()
-    rows = full[full["task"].isin(cue_tasks) & (full["method"] != DIRECT)]
+    rows = full[full["task"].isin(cue_tasks) & ~full["method"].isin([DIRECT, DIRECT_EQUAL])]
     return (
         rows.groupby(["method", "task"], sort=False)["test_acc"].mean().unstack("task")[cue_tasks] * 100
     ).round(1)
@@ -89,7 +90,7 @@ def coverage(long: pd.DataFrame, probe_tasks: list[str]) -> pd.DataFrame:
 
 def few_shot(long: pd.DataFrame, probe_tasks: list[str]) -> pd.DataFrame:
     """Probe accuracy by labelled examples per class, mean ± sd over seed sets."""
-    few = long[(long["method"] != DIRECT) & long["task"].isin(probe_tasks)].assign(
+    few = long[~long["method"].isin([DIRECT, DIRECT_EQUAL]) & long["task"].isin(probe_tasks)].assign(
         shots=lambda d: d["shots"].astype(str)
     )
     return mean_sd_table(few, ["method", "shots"])[[t for t in probe_tasks if t in set(few["task"])]]
@@ -103,7 +104,7 @@ def task_summary(long: pd.DataFrame) -> pd.DataFrame:
     n_max = int(gains["n"].max())
     largest = gains[gains["n"] == n_max].assign(gain=lambda d: d["gain"] * 100).groupby("task")["gain"]
     means = full.groupby(["task", "method"])["test_acc"].mean().unstack("method") * 100
-    probes = means.drop(columns=[DIRECT], errors="ignore")
+    probes = means.drop(columns=[DIRECT, DIRECT_EQUAL], errors="ignore")
     out = pd.DataFrame(
         {
             "gain_mean": largest.mean(),
@@ -114,6 +115,7 @@ def task_summary(long: pd.DataFrame) -> pd.DataFrame:
             f"CAT{n_max}": means[f"CAT{n_max}"],
             f"untrained CAT{n_max}": means.get(f"untrained CAT{n_max}"),
             DIRECT: means.get(DIRECT),
+            DIRECT_EQUAL: means.get(DIRECT_EQUAL),
             "best probe": probes.max(axis=1),
         }
     )
@@ -191,15 +193,18 @@ def fig6_measured(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def direct_vs_probe(long: pd.DataFrame) -> pd.DataFrame:
-    """Direct training beside CAT1, CATmax and untrained CATmax probes, per transfer target."""
+    """Direct training beside CAT1, CATmax, WIDE1 and their untrained controls' probes, per transfer target."""
     full = full_data(long)
     full = full[full["task"] != IID]
     n_max = int(full.loc[full["method"].str.match(r"^CAT\d"), "n"].max())
     methods = {
         DIRECT: "direct",
+        DIRECT_EQUAL: "direct (probe's labels)",
         "CAT1 (baseline)": "probe: CAT1",
         f"CAT{n_max}": f"probe: CAT{n_max}",
         f"untrained CAT{n_max}": f"probe: untrained CAT{n_max}",
+        "WIDE1": "probe: WIDE1",  # matched dimension (absent when notebook 03 trained none)
+        "untrained WIDE1": "probe: untrained WIDE1",
     }
     rows = []
     for method, label in methods.items():

@@ -10,7 +10,9 @@ the newest valid checkpoint and in every member already in `--out` with the requ
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -233,13 +235,42 @@ def start_of_run(
     return (min(missing) if missing else None), ckpt, ckpt_path
 
 
-def check_images(recipe: Recipe, rank: int, world: int, device: torch.device) -> None:
+def image_listing_digest(samples: list[tuple[str, int]]) -> str:
+    """sha256 of the training files' names and labels and of their folders' modification times.
+
+    Names come from the index, which lists without a `stat` per file; one `stat` per class folder
+    catches a file added, removed or renamed there (ImageNet's 1,000 folders, not its 1.28M files).
+    A file rewritten in place under the same name is not caught: delete the record to check again."""
+    h = hashlib.sha256()
+    folders = sorted({os.path.dirname(p) for p, _ in samples})
+    for folder in folders:
+        h.update(f"{folder}\0{os.stat(folder).st_mtime_ns}\n".encode())
+    for p, y in samples:
+        h.update(f"{p}\0{y}\n".encode())
+    return h.hexdigest()
+
+
+def check_images(
+    recipe: Recipe, rank: int, world: int, device: torch.device, out: Path | None = None
+) -> None:
     """Under corrupt_policy `error`, decode every training image before step 1 (each rank its share),
     so an unreadable one refuses the run naming the file and the policy instead of stopping it
-    mid-epoch. Under `skip` the dataset's own scan leaves such files out and counts them."""
+    mid-epoch. Under `skip` the dataset's own scan leaves such files out and counts them.
+
+    A passed check is recorded in `<out>/metrics/image_check.json` with `image_listing_digest`, so a
+    restart or a SLURM requeue of the same run over the same files does not decode 1.28M images again."""
     from richreps.data.folders import first_unreadable, imagenet_index
+    from richreps.io import write_text
 
     samples = imagenet_index(recipe.data_root).train
+    record = out / "metrics" / "image_check.json" if out is not None else None
+    digest = image_listing_digest(samples) if record is not None else ""
+    if record is not None and record.is_file():
+        try:
+            if json.loads(record.read_text()).get("digest") == digest:
+                return
+        except (json.JSONDecodeError, AttributeError):
+            pass  # a damaged record: check again
     bad = first_unreadable(samples[rank::world], desc=f"checking images (rank {rank})")
     flag = torch.tensor([float(bad is not None)], device=device)
     if world > 1:
@@ -251,3 +282,7 @@ def check_images(recipe: Recipe, rank: int, world: int, device: torch.device) ->
             if bad
             else "error: another rank found an unreadable image under --corrupt-policy error"
         )
+    if record is not None and rank == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        body = {"root": str(recipe.data_root), "files": len(samples), "digest": digest}
+        write_text(record, json.dumps(body, indent=2) + "\n")

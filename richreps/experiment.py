@@ -3,12 +3,17 @@
     recipe, run_dir, cats = launch.read_plan(output_dir / "pretrain")      # what notebook 03 trained
     reps = representations(cats, run_dir, recipe)                           # refuses stale members
     reps = add_untrained_controls(reps, recipe, output_dir / "untrained")
+    reps = add_wide(reps, launch.read_wide(output_dir / "pretrain"), output_dir / "untrained")  # WIDE1
     rows = probe_cues(reps, recipe, tasks, sizes, grid, shots, cache)
     rows += direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, output_dir / "direct")
 
 Every member comes from `richreps.members` with its recorded recipe; the mixture's weights are the
 members' own. Direct training is `richreps.pretrain.train` itself, with the recipe's data switched to
 the target task: the same loop, optimizer and export at the evaluation point as pretraining.
+
+Over 400 lines because notebook 04's representations, controls (untrained, WIDE1), probes, direct training
+and the sweep / trajectory extras share `Representation`, `_rep` and `probe_rows`; splitting them would
+spread one notebook's experiment over modules that import each other.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from richreps.probe import choose_solver, fast_probe
 
 IID = "mixture (IID)"
 UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
+WIDE = "WIDE1"  # one network of CATmax's feature dimension, CAT1's steps (notebook 03's wide_control)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,33 @@ def add_untrained_controls(
             *rs,
             Representation("untrained CAT1", 1, 0, tuple(files[:1])),
             Representation(f"untrained CAT{n_max}", n_max, 0, tuple(files)),
+        ]
+    return out
+
+
+def add_wide(
+    reps: dict[int, list[Representation]],
+    wide: tuple[Recipe, Path, list[tuple[int, int]]] | None,
+    folder: str | Path,
+) -> dict[int, list[Representation]]:
+    """Append WIDE1 (its member checked current against WIDE1's own recipe, as CAT members are) and
+    untrained WIDE1 (BN recomputed on pretraining images, like the other untrained controls) to every
+    seed set. `wide` is `launch.read_wide(...)`; None (no WIDE1 trained) leaves `reps` as they are."""
+    if wide is None:
+        return reps
+    from richreps.budget import WIDE_SEED_OFFSET
+
+    recipe, run_dir, ms = wide
+    if len(ms) != len(reps):
+        raise ValueError(f"the plan lists WIDE1 for {len(ms)} seed sets, the CATs for {len(reps)}")
+    out = {}
+    for k, rs in reps.items():
+        seed = UNTRAINED_SEED + 100 * k + WIDE_SEED_OFFSET
+        untrained = save_untrained(Path(folder) / f"seed{seed}.pt", recipe, seed)
+        out[k] = [
+            *rs,
+            _rep(WIDE, [ms[k]], Path(run_dir), recipe),
+            Representation(f"untrained {WIDE}", 1, 0, (str(untrained),)),
         ]
     return out
 
@@ -298,8 +331,11 @@ def direct_training(
     folder: str | Path,
     evaluations: int = 4,
     device: torch.device | str = "cpu",
+    method: str = "direct training",
 ) -> list[dict]:
-    """Train a member from scratch on each target task with its own ample training set.
+    """Train a member from scratch on each target task with its own ample training set (`train_size`
+    0: a fresh sample every step), or, as `method` "direct training (probe's labels)", on a set as
+    large as the probe's (the paper's Table 1 compares direct training and transfer on equal labels).
 
     The pretraining recipe with the data switched to the task (`cue_task`), run by
     `richreps.pretrain.train` itself. Members are exported at `evaluations` evenly spaced steps;
@@ -359,7 +395,7 @@ def direct_training(
             rows.append(
                 {
                     "replicate": k,
-                    "method": "direct training",
+                    "method": method,
                     "n": 1,
                     "steps_per_member": steps,
                     "compute_steps": steps,
@@ -369,6 +405,8 @@ def direct_training(
                     "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
                     "val_acc": val_acc,
                     "step": step,
+                    # past its plateau: the best validation export is not the last one (verdicts' keep rule)
+                    "plateaued": step != exports[-1],
                 }
             )
     return rows

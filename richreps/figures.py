@@ -287,3 +287,31 @@ def plot_trajectory(traj: pd.DataFrame, kept: list[str]) -> plt.Figure:
            title="what one run keeps along the way")  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def plot_contrasts(table: pd.DataFrame) -> plt.Figure:
+    """Per target, CATmax - WIDE1 (primary, when measured) and CATmax - CAT1 with 95 % paired intervals
+    (points), from `verdicts.verdicts` or its CSV. Judged targets solid, the others faint; the x labels
+    carry the verdict, and "(Holm: no)" where the primary contrast does not survive the correction."""
+    n = next(c for c in table.columns if c.endswith(" - CAT1")).split(" - ")[0]
+    cols = [(f"{n} - WIDE1", "low (vs WIDE1)", "high (vs WIDE1)"), (f"{n} - CAT1", "low", "high")]
+    cols = [c for c in cols if c[0] in table.columns]
+    judged = ~table["verdict"].isin(["uninformative", "saturated"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(table)), 3.6))
+    xs = np.arange(len(table))
+    for j, (mean, lo, hi) in enumerate(cols):
+        shift = (j - (len(cols) - 1) / 2) * 0.2
+        for x, (_, r), keep in zip(xs, table.iterrows(), judged):
+            err = None if pd.isna(r[lo]) else [[r[mean] - r[lo]], [r[hi] - r[mean]]]
+            ax.errorbar(x + shift, r[mean], yerr=err, fmt="os"[j], capsize=3, alpha=1.0 if keep else 0.35,
+                        color=sns.color_palette("tab10")[j], label=mean if x == 0 else None)  # fmt: skip
+    holm = table["survives Holm"] if "survives Holm" in table else pd.Series("", index=table.index)
+    labels = [
+        f"{t}\n{r['verdict']}" + ("\n(Holm: no)" if holm[t] == "no" else "") for t, r in table.iterrows()
+    ]
+    ax.set_xticks(xs, labels, fontsize=7)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set(ylabel="points of test accuracy", title=f"{n} against WIDE1 (matched dimension) and CAT1")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

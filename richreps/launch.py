@@ -321,7 +321,10 @@ def write_plan(
             "members": [list(p.cats[1][0]) for p in wide_runs],
         }
         record["members"] += [
-            str(member_path(wide_recipe.tag(), r.seed, s)) for p in wide_runs for r in p.runs for s in r.exports
+            str(member_path(wide_recipe.tag(), r.seed, s))
+            for p in wide_runs
+            for r in p.runs
+            for s in r.exports
         ]
     write_json(Path(pretrain_dir) / PLAN_FILE, record)
     return run_dir
@@ -361,7 +364,9 @@ def read_wide(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[tuple[int, i
     return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], members_
 
 
-def compute_table(recipe: Recipe, plan: Plan, wide_recipe: Recipe | None = None) -> pd.DataFrame:
+def compute_table(
+    recipe: Recipe, cats: dict[int, list[tuple[int, int]]], wide_recipe: Recipe | None = None
+) -> pd.DataFrame:
     """Training FLOPs of CAT1, CATmax and WIDE1 (when given): FLOPs per training image (forward and
     backward, `models.train_flops_per_image`) x global batch x steps, summed over members. WIDE1 runs
     CAT1's steps on a wider network, so its compute is reported beside the others, not assumed equal."""
@@ -376,11 +381,11 @@ def compute_table(recipe: Recipe, plan: Plan, wide_recipe: Recipe | None = None)
         with torch.random.fork_rng():
             return train_flops_per_image(build_model(r.arch, classes, r.width, r.last_mult), image)
 
-    n_max = max(plan.cats)
+    n_max = max(cats)
     rows = [
-        ("CAT1", recipe, plan.cats[1]),
-        (f"CAT{n_max}", recipe, plan.cats[n_max]),
-        *([("WIDE1", wide_recipe, [(0, plan.cats[1][0][1])])] if wide_recipe is not None else []),
+        ("CAT1", recipe, cats[1]),
+        (f"CAT{n_max}", recipe, cats[n_max]),
+        *([("WIDE1", wide_recipe, cats[1])] if wide_recipe is not None else []),
     ]
     out = []
     for name, r, ms in rows:

@@ -355,7 +355,7 @@ def train(args: argparse.Namespace) -> dict:
         out, recipe, args.seed, decode, args.resume, args.overwrite, exports, master, world
     )
     if recipe.data == "imagenet" and recipe.corrupt_policy == "error":
-        check_images(recipe, rank, world, device)
+        check_images(recipe, rank, world, device, out)
     t = build(args, rank, world, device)
     raw, opt, stream, calib, val = t.raw, t.opt, t.stream, t.calib, t.val
     step = 0

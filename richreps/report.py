@@ -8,6 +8,7 @@ are missing say which notebook to run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,9 +17,35 @@ import yaml
 
 from richreps import aggregate, sweep, verdicts
 from richreps.evidence import load_table
-from richreps.io import to_markdown, write_text
+from richreps.io import project_path, to_markdown, write_text
 
 PAPER_OOD = ["inat18", "cifar100", "cifar10"]
+PLAN = "results/PLAN.md"  # the pre-registered analysis plan (issue 19)
+
+
+def plan_lines(recorded: str | None, plan: str | Path = PLAN) -> list[str]:
+    """The plan's SHA-256 now, and whether it is the one the params recorded (`plan_sha256`):
+    "follows the plan", "plan changed since the params were written", or "no plan recorded"."""
+    path = project_path(plan)
+    if not path.is_file():
+        return [f"- Analysis plan: `{plan}` not found, so this run cannot be checked against one."]
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    lines = [f"- Analysis plan `{plan}`: SHA-256 `{now}` at report time."]
+    if not recorded:
+        lines.append("- **no plan recorded**: the params' `plan_sha256` is empty.")
+    elif recorded.strip().lower() == now:
+        lines.append("- **follows the plan**: the params record the same SHA-256.")
+    else:
+        lines.append(
+            f"- **plan changed since the params were written**: they record `{recorded}`; the verdicts "
+            "below follow the plan as it is now, not the one the params pre-registered."
+        )
+    return lines
+
+
+def _recorded_plan(out: Path) -> str | None:
+    path = out / "manifest.json"
+    return json.loads(path.read_text())["parameters"].get("plan_sha256") if path.exists() else None
 
 
 def _table(out: Path, name: str, **kw) -> pd.DataFrame | None:
@@ -105,10 +132,14 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
         "",
         to_markdown(calib.round(3)),
         "",
-        f"**Verdicts** (points; 95 % paired t intervals over seed sets; agrees: CAT{n_max} - CAT1 above 0 and "
-        f"trained CAT{n_max} above untrained; differs: CAT{n_max} - CAT1 below 0):",
+        f"**Verdicts** (points; 95 % paired t intervals over seed sets; primary contrast: "
+        f"{table['primary'].iloc[0] if 'primary' in table else f'CAT{n_max} - CAT1'}; agrees: CAT{n_max} - WIDE1 "
+        f"and CAT{n_max} - CAT1 above 0; dimension explains it: CAT{n_max} - CAT1 above 0, CAT{n_max} - WIDE1 "
+        f"not; differs: CAT{n_max} - WIDE1 below 0; Holm over the judged targets' primary contrasts beside them):",
         "",
-        to_markdown(table.round(2)),
+        to_markdown(table.round(3)),
+        "",
+        *verdicts.verdict_lines(table),
     ]
     ood = verdicts.ood_lines(table)
     if ood:
@@ -117,8 +148,10 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
     paper_ood = ", ".join(f"{d} {paper_gain[d]:+.1f}" for d in PAPER_OOD)
     agree, differ, other = [], [], []
     for task, r in table.iterrows():
-        gain = verdicts.fmt_interval(r[f"CAT{n_max} - CAT1"], r["low"], r["high"])
-        text = f"CAT{n_max} - CAT1 on `{task}`: {gain} points over {int(r['seed sets'])} seed sets"
+        holm = f"; after Holm: {r['verdict (Holm)']}" if r.get("survives Holm") in ("yes", "no") else ""
+        text = (
+            f"`{task}`: {verdicts.contrasts(table, task)} points over {int(r['seed sets'])} seed sets{holm}"
+        )
         if task == aggregate.IID:
             other.append(
                 f"In distribution, {text} ({r['verdict']}); the paper: {paper_gain['imagenet1k']:+.1f} on ImageNet, "
@@ -126,14 +159,20 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
             )
         elif r["verdict"] == "agrees":
             agree.append(
-                f"{text}, and above untrained CAT{n_max}; the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+                f"{text}: CAT{n_max} above both; the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
             )
         elif r["verdict"] == "differs":
+            below = "WIDE1" if verdicts.has_wide(table) else "CAT1"
             differ.append(
-                f"{text}: CAT{n_max} is below CAT1, where the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+                f"{text}: CAT{n_max} is below {below}, where the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+            )
+        elif r["verdict"] == "dimension explains it":
+            differ.append(
+                f"{text}: CAT{n_max} beats CAT1 but not WIDE1, one network of its feature dimension: "
+                "dimension explains the gain (the paper's Table 2 sets CAT4 above such a network)."
             )
         else:
-            why = f" ({r['why']})" if r["verdict"] == "uninformative" else ""
+            why = f" ({r['why']})" if r["verdict"] in verdicts.NOT_JUDGED else ""
             other.append(f"{text}: **{r['verdict']}**{why}.")
     summary = aggregate.task_summary(long)
     for task, g in summary.dropna(subset=[aggregate.DIRECT]).iterrows():
@@ -142,8 +181,11 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
             f"Direct training on `{task}` reaches {g[aggregate.DIRECT]:.1f} %, the best linear probe "
             f"{g['best probe']:.1f} % (gap {gap:+.1f})"
         )
+        if pd.notna(g.get(aggregate.DIRECT_EQUAL)):  # equal labels, as the paper's Table 1 compares
+            text += f"; trained directly on as many labels as the probe: {g[aggregate.DIRECT_EQUAL]:.1f} %"
         if task not in calib.index or not bool(calib.loc[task, "kept"]):
-            other.append(f"{text}: not counted, the target is uninformative.")
+            word = "saturated" if task in verdicts.SATURATED else "uninformative"
+            other.append(f"{text}: not counted, the target is {word}.")
         else:
             (agree if gap > 0 else differ).append(
                 f"{text}; the paper: transfer falls short of direct training (Table 1: 3 and 9 points)."
@@ -210,6 +252,8 @@ def write_report(out_dir: str | Path) -> Path:
         *([f"- {o}" for o in other] or ["- (nothing)"]),
         "",
         "## The run",
+        "",
+        *plan_lines(_recorded_plan(out)),
         "",
         *_manifest(out),
         "",

@@ -1,20 +1,28 @@
 """Statistics that decide: which targets can discriminate, paired intervals over seed sets, and verdicts.
 
-    calib = calibration(long, bayes={IID: 0.469})       # chance, floor, ceiling per target; kept or not
-    table = verdicts(long, calib)                        # CATmax - CAT1 with its interval, and the verdict
+    calib = calibration(long, bayes={IID: 0.469})       # chance, floors, ceiling per target; kept or not
+    table = verdicts(long, calib)                        # CATmax - WIDE1 and CATmax - CAT1, Holm, the verdict
 
-A target earns a verdict only when it can discriminate. Its **floor** is the better of the untrained
-CAT1 and untrained CATmax probes (what random convolutional features already decode); its **ceiling**
-is direct training on ample data (for the in-distribution mixture: its Bayes accuracy, computed
-exactly by `richreps.data.cues.bayes_accuracy`). A transfer target is *kept* when its ceiling is at
-least 90 % and its floor at least 20 points below it; any other target is *uninformative*: listed, never
-counted. Verdicts on kept targets follow 95 % paired t intervals over replicate seed sets (each seed set
-gives one CATmax - CAT1 difference on the same probe data, so the differences are paired):
+The analysis follows the pre-registered plan, `results/PLAN.md` (issue 19). A target earns a verdict
+only when it can discriminate. Its **floor** is the best untrained control (untrained CAT1, CATmax and
+WIDE1: what random convolutional features already decode); its **ceiling** is direct training on ample
+data at its best validation export (for the in-distribution mixture: its Bayes accuracy, computed exactly
+by `richreps.data.cues.bayes_accuracy`, and the members must reach 75 % of it). A target is *kept* by
+`range_keep_rule`: ceiling at least 20 points above both floor and chance, from at least 3 seeds of
+direct training that went past its plateau. Targets in `SATURATED` (read at 94-99 % by random features)
+are listed as *saturated*, never judged; others not kept are *uninformative*. On kept targets, with 95 %
+paired t intervals over seed sets (each seed set probes its own sample, so the differences are paired):
 
-- **agrees** (with the paper's direction): the interval for CATmax - CAT1 lies above 0, and trained
-  CATmax beats untrained CATmax beyond its own interval;
-- **differs**: the interval for CATmax - CAT1 lies below 0;
+- **agrees**: both CATmax - WIDE1 (primary: WIDE1 is one network of CATmax's feature dimension, the
+  paper's Table 2 "baseline") and CATmax - CAT1 lie above 0;
+- **differs**: CATmax - WIDE1 lies below 0 (it takes precedence: the primary contrast is against the paper);
+- **dimension explains it**: CATmax - CAT1 lies above 0 and CATmax - WIDE1 does not;
 - **inconclusive**: otherwise, including fewer than 2 seed sets (no interval).
+
+Holm's step-down procedure over the kept targets' primary contrasts (two-sided paired t p-values) is
+shown beside the uncorrected intervals: an *agrees* or *differs* whose primary contrast does not survive
+it is labelled so in "verdict (Holm)". Without WIDE1 (notebook 03's `wide_control` false, or a table from
+before it), CATmax - CAT1 is the only contrast and the primary one, and the table says so.
 
 pandas and scipy only (no torch), so report.md can be written anywhere.
 """
@@ -36,7 +44,9 @@ CEILING_MIN = 0.90  # a kept target's ceiling
 FLOOR_GAP = 0.20  # a kept target's floor is at least this far below its ceiling
 LEARNED_MIN = 0.75  # the mixture: trained CAT1 reaches this share of the Bayes accuracy
 CONFIDENCE = 0.95
-VERDICTS = ("agrees", "differs", "inconclusive", "uninformative")
+WIDE1 = "WIDE1"  # = richreps.experiment.WIDE
+VERDICTS = ("agrees", "dimension explains it", "differs", "inconclusive", "uninformative", "saturated")
+NOT_JUDGED = ("uninformative", "saturated")
 # The range keep rule (issue 19): a target discriminates when direct training, run to a measured plateau
 # over enough seeds, stands this far above both the floor and chance. No fixed cut on the ceiling itself:
 # a hard target with a wide range (shape: floor 14 %, ceiling 87 %) is the most telling one, not noise.
@@ -74,30 +84,38 @@ def _per_set(full: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd.DataFrame:
-    """Per target (fractions): chance, the floors, the ceiling, trained CAT1 and CATmax, kept and why not."""
+    """Per target (fractions): chance, the floors, the ceiling with its seeds and plateau flag, trained
+    CAT1, CATmax and WIDE1, kept and why not (the keep rule of this module's docstring)."""
     full = _full(long)
     n_max = _n_max(full)
     means = full.groupby(["task", "method"])["test_acc"].mean().unstack("method")
     chance = full.groupby("task")["chance"].first() if "chance" in full else pd.Series(dtype=float)
+    direct = full[full["method"] == DIRECT]
+    wide = (full["method"] == WIDE1).any()
+    controls = ["CAT1", f"CAT{n_max}", *([WIDE1] if wide else [])]
     rows = []
     for task in dict.fromkeys(full["task"]):
         m = means.loc[task]
-        floors = [m.get(f"untrained {c}") for c in ("CAT1", f"CAT{n_max}")]
-        floor = max((f for f in floors if pd.notna(f)), default=math.nan)
+        floors = {f"floor: untrained {c}": m.get(f"untrained {c}", math.nan) for c in controls}
+        floor = max((f for f in floors.values() if pd.notna(f)), default=math.nan)
         iid = task == IID
-        ceiling = (bayes or {}).get(task, math.nan) if iid else m.get(DIRECT, math.nan)
-        trained = m.get(CAT1, math.nan)
+        d = direct[direct["task"] == task]
+        recorded = "plateaued" in d and bool(d["plateaued"].notna().all())  # older tables have none
         row = {
             "target": task,
             "chance": chance.get(task, math.nan),
-            "floor: untrained CAT1": floors[0],
-            f"floor: untrained CAT{n_max}": floors[1],
-            "ceiling": ceiling,
+            **floors,
+            "ceiling": (bayes or {}).get(task, math.nan)
+            if iid
+            else (d["test_acc"].mean() if len(d) else math.nan),
             "ceiling from": "Bayes accuracy (exact)" if iid else "direct training",
-            "trained CAT1": trained,
+            "ceiling seeds": math.nan if iid else int(d["replicate"].nunique()),
+            "plateaued": math.nan if iid or not recorded else bool(d["plateaued"].eq(True).all()),
+            "trained CAT1": m.get(CAT1, math.nan),
             f"trained CAT{n_max}": m.get(f"CAT{n_max}", math.nan),
+            **({f"trained {WIDE1}": m.get(WIDE1, math.nan)} if wide else {}),
         }
-        row["kept"], row["why not"] = _keep(iid, floor, ceiling, trained)
+        row["kept"], row["why not"] = _keep(task, floor, row, recorded)
         rows.append(row)
     return pd.DataFrame(rows).set_index("target")
 
@@ -172,13 +190,17 @@ def holm(pvalues, alpha: float = 1 - CONFIDENCE) -> tuple[list[bool], list[float
     return rejected, adjusted
 
 
-def _keep(iid: bool, floor: float, ceiling: float, trained: float) -> tuple[bool, str]:
-    if not iid:
-        return keep_rule(floor, ceiling)
-    # the mixture's ceiling is its Bayes accuracy, far below 90 % by design: the members must learn it
-    if pd.notna(ceiling) and pd.notna(floor) and trained < LEARNED_MIN * ceiling:
-        return False, f"members did not learn it: CAT1 below {LEARNED_MIN:.0%} of the Bayes accuracy"
-    return keep_rule(floor, ceiling, ceiling_min=0.0)
+def _keep(task: str, floor: float, row: dict, plateau_recorded: bool) -> tuple[bool, str]:
+    ceiling, chance = row["ceiling"], row["chance"]
+    if task in SATURATED:
+        return False, "saturated: random features read it (kept in the tables as a record, never judged)"
+    if task == IID:  # the mixture's ceiling is exact: no seeds, no plateau; the members must learn it
+        if pd.notna(ceiling) and pd.notna(floor) and row["trained CAT1"] < LEARNED_MIN * ceiling:
+            return False, f"members did not learn it: CAT1 below {LEARNED_MIN:.0%} of the Bayes accuracy"
+        return range_keep_rule(floor, ceiling, chance, CEILING_SEEDS_MIN, True)
+    if pd.notna(ceiling) and not plateau_recorded:
+        return False, "no plateau recorded (direct training from before issue 19): rerun notebook 04"
+    return range_keep_rule(floor, ceiling, chance, row["ceiling seeds"], bool(row["plateaued"]))
 
 
 def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:
@@ -203,36 +225,48 @@ def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide(gain: tuple, vs_untrained: tuple, kept: bool) -> str:
-    """The verdict rules of this module's docstring, on (mean, low, high, n) intervals in points."""
+def decide(vs_wide: tuple | None, vs_cat1: tuple, kept: bool, saturated: bool = False) -> str:
+    """The verdict rules of this module's docstring on (mean, low, high, n) intervals in points.
+    `vs_wide` None: no WIDE1, so CATmax - CAT1 alone decides (agrees above 0, differs below)."""
+    if saturated:
+        return "saturated"
     if not kept:
         return "uninformative"
-    _, lo, hi, n = gain
-    if n < 2 or pd.isna(lo):
+    primary = vs_cat1 if vs_wide is None else vs_wide
+    if primary[3] < 2 or pd.isna(primary[1]) or pd.isna(vs_cat1[1]):
         return "inconclusive"
-    if hi < 0:
+    if primary[2] < 0:
         return "differs"
-    if lo > 0 and pd.notna(vs_untrained[1]) and vs_untrained[1] > 0:
-        return "agrees"
+    if vs_cat1[1] > 0:
+        return "agrees" if primary[1] > 0 else "dimension explains it"
     return "inconclusive"
 
 
+def _by_task(diffs: pd.Series, task: str) -> pd.Series:
+    return diffs.xs(task, level="task") if task in diffs.index.get_level_values(0) else pd.Series(dtype=float)
+
+
 def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
-    """Per target: CATmax - CAT1 and trained - untrained CATmax (points, 95 % paired intervals), verdict."""
+    """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - CAT1,
+    trained - untrained CATmax; the primary contrast's p-value, Holm-adjusted over the kept targets;
+    the verdict, and the verdict after Holm."""
     full = _full(long)
     n_max = _n_max(full)
     top = _per_set(full, f"CAT{n_max}")
     gain = (top - _per_set(full, CAT1)).dropna() * 100
     vs_random = (top - _per_set(full, f"untrained CAT{n_max}")).dropna() * 100
+    wide = (full["method"] == WIDE1).any()
+    vs_wide = (top - _per_set(full, WIDE1)).dropna() * 100 if wide else None
     rows = []
     for task in calib.index:
-        g = paired_interval(gain.xs(task, level="task") if task in gain.index.get_level_values(0) else [])
-        r = paired_interval(
-            vs_random.xs(task, level="task") if task in vs_random.index.get_level_values(0) else []
-        )
-        rows.append(
+        g, r = paired_interval(_by_task(gain, task)), paired_interval(_by_task(vs_random, task))
+        w = paired_interval(_by_task(vs_wide, task)) if wide else None
+        kept, saturated = bool(calib.loc[task, "kept"]), task in SATURATED
+        row = {"target": task}
+        if wide:
+            row.update({f"CAT{n_max} - {WIDE1}": w[0], "low (vs WIDE1)": w[1], "high (vs WIDE1)": w[2]})
+        row.update(
             {
-                "target": task,
                 f"CAT{n_max} - CAT1": g[0],
                 "low": g[1],
                 "high": g[2],
@@ -240,11 +274,23 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
                 "low (vs untrained)": r[1],
                 "high (vs untrained)": r[2],
                 "seed sets": g[3],
-                "verdict": decide(g, r, bool(calib.loc[task, "kept"])),
+                "primary": f"CAT{n_max} - {WIDE1}" if wide else f"CAT{n_max} - CAT1 (no WIDE1)",
+                "p": paired_p(_by_task(vs_wide if wide else gain, task)) if kept else math.nan,
+                "verdict": decide(w, g, kept, saturated),
                 "why": calib.loc[task, "why not"],
             }
         )
+        rows.append(row)
     out = pd.DataFrame(rows).set_index("target")
+    judged = ~out["verdict"].isin(NOT_JUDGED)  # the family: every kept target
+    rejected, adjusted = holm(out.loc[judged, "p"])
+    out["p (Holm)"], out["survives Holm"] = math.nan, ""
+    out.loc[judged, "p (Holm)"] = adjusted
+    out.loc[judged, "survives Holm"] = ["yes" if x else "no" for x in rejected]
+    out["verdict (Holm)"] = [
+        f"inconclusive ({v} does not survive Holm)" if v in ("agrees", "differs") and h == "no" else v
+        for v, h in zip(out["verdict"], out["survives Holm"])
+    ]
     out.attrs["n_max"] = n_max
     return out
 
@@ -256,43 +302,77 @@ def fmt_interval(mean: float, lo: float, hi: float) -> str:
     return f"{mean:+.1f}" if pd.isna(lo) else f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
 
+def _n(table: pd.DataFrame) -> int:
+    return next(int(m[1]) for c in table.columns if (m := re.fullmatch(r"CAT(\d+) - CAT1", c)))
+
+
+def contrasts(table: pd.DataFrame, task: str) -> str:
+    """'CAT5 - WIDE1 = +1.0 [...]; CAT5 - CAT1 = +2.0 [...]' (points), the primary contrast first."""
+    n, r = _n(table), table.loc[task]
+    text = f"CAT{n} - CAT1 = {fmt_interval(r[f'CAT{n} - CAT1'], r['low'], r['high'])}"
+    if f"CAT{n} - {WIDE1}" in table.columns:
+        wide = fmt_interval(r[f"CAT{n} - {WIDE1}"], r["low (vs WIDE1)"], r["high (vs WIDE1)"])
+        text = f"CAT{n} - {WIDE1} = {wide}; " + text
+    return text
+
+
+def has_wide(table: pd.DataFrame) -> bool:
+    return any(c.endswith(f" - {WIDE1}") for c in table.columns)
+
+
 def verdict_lines(table: pd.DataFrame) -> list[str]:
     """One sentence per target and a count, in the words the verdicts use (no task is counted twice).
     `table` is `verdicts(...)` or the 04_verdicts.csv it was written to (read with index_col=0)."""
-    n = next(int(m[1]) for c in table.columns if (m := re.fullmatch(r"CAT(\d+) - CAT1", c)))
+    n = _n(table)
     lines = []
+    if not has_wide(table):
+        lines.append(
+            f"- No WIDE1 in this run (notebook 03's `wide_control` is false, or the table predates it): "
+            f"CAT{n} - CAT1 is the only contrast, and the primary one."
+        )
     for task, r in table.iterrows():
-        gain = fmt_interval(r[f"CAT{n} - CAT1"], r["low"], r["high"])
-        vs = fmt_interval(r[f"CAT{n} - untrained CAT{n}"], r["low (vs untrained)"], r["high (vs untrained)"])
-        text = f"- **{task}**: CAT{n} - CAT1 = {gain} points; trained - untrained CAT{n} = {vs}: **{r['verdict']}**"
-        lines.append(text + (f" ({r['why']})." if r["verdict"] == "uninformative" else "."))
+        text = f"- **{task}**: {contrasts(table, task)} points: **{r['verdict']}**"
+        if r["verdict"] in NOT_JUDGED:
+            text += f" ({r['why']})"
+        elif "survives Holm" in r and r["survives Holm"] in ("yes", "no"):
+            text += f"; after Holm: {r['verdict (Holm)']} (adjusted p {r['p (Holm)']:.3f})"
+        lines.append(text + ".")
     transfer = table.drop(index=[IID], errors="ignore")
     counts = transfer["verdict"].value_counts()
     lines.append(
         f"- Over the {len(transfer)} transfer targets (95 % paired t intervals over seed sets): "
         + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
-        + ". Uninformative targets cannot discriminate and are not counted for or against the paper."
+        + ". Uninformative and saturated targets cannot discriminate and are not counted for or against the paper."
     )
+    if "survives Holm" in table.columns:
+        family = table[table["survives Holm"].isin(["yes", "no"])]
+        lines.append(
+            f"- Holm over the {len(family)} judged targets' primary contrasts (family-wise 0.05): "
+            + (
+                ", ".join(
+                    f"{t} {'survives' if r['survives Holm'] == 'yes' else 'does not survive'}"
+                    for t, r in family.iterrows()
+                )
+                or "no target judged"
+            )
+            + "."
+        )
     return lines
 
 
 def ood_lines(table: pd.DataFrame) -> list[str]:
     """Two sentences: the OOD targets' verdicts, and whether they agree with the cue targets' verdicts.
     `table` is `verdicts(...)` or its CSV (index_col=0)."""
-    n = next(int(m[1]) for c in table.columns if (m := re.fullmatch(r"CAT(\d+) - CAT1", c)))
     ood = table[table.index.isin(OOD_TARGETS)]
     if ood.empty:
         return []
     cue = table.drop(index=[IID, *OOD_TARGETS], errors="ignore")
-    parts = [
-        f"{t} {r['verdict']} (CAT{n} - CAT1 = {fmt_interval(r[f'CAT{n} - CAT1'], r['low'], r['high'])})"
-        for t, r in ood.iterrows()
-    ]
+    parts = [f"{t} {r['verdict']} ({contrasts(table, t)})" for t, r in ood.iterrows()]
     first = "Out of distribution: " + "; ".join(parts) + "."
-    kept_ood = ood[ood["verdict"] != "uninformative"]
-    kept_cue = cue[cue["verdict"] != "uninformative"]
+    kept_ood = ood[~ood["verdict"].isin(NOT_JUDGED)]
+    kept_cue = cue[~cue["verdict"].isin(NOT_JUDGED)]
     if kept_ood.empty:
-        second = "Neither OOD target can discriminate, so they say nothing for or against the cue columns."
+        second = "No OOD target can discriminate, so they say nothing for or against the cue columns."
     elif kept_cue.empty:
         second = "No cue target can discriminate, so the OOD columns have nothing to agree with."
     else:

@@ -711,3 +711,27 @@ def test_a_damaged_member_is_trained_again_and_said_with_its_path(tmp_path, capf
     assert f"[pretrain] {path}: payload checksum mismatch" in err and "training it again" in err
     assert members.is_current(path, Recipe.from_namespace(args), 0, 2)
     assert files_under(tmp_path, out) == outside
+
+
+def test_a_passed_image_check_is_not_repeated_at_a_restart_until_the_files_change(
+    tmp_path, imagenet_with_a_text_file, monkeypatch
+):
+    """Issue 20 item 7: every start and requeue decoded all of ImageNet again before step 1."""
+    from richreps import checkpoints
+    from richreps.config import Recipe
+    from richreps.data import folders
+
+    root, bad = imagenet_with_a_text_file
+    bad.unlink()  # a clean folder
+    recipe = Recipe(data="imagenet", data_root=str(root))
+    out = tmp_path / "run"
+    decoded = []
+    real = folders.first_unreadable
+    monkeypatch.setattr(folders, "first_unreadable", lambda s, desc="": decoded.append(len(s)) or real(s))
+    checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)
+    checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)  # a restart: the record stands
+    assert decoded == [18] and (out / "metrics" / "image_check.json").is_file()
+    bad.write_text("a text file named like a JPEG\n")  # a file added: the folder's listing changed
+    with pytest.raises(SystemExit, match="unreadable image under --corrupt-policy error"):
+        checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)
+    assert decoded == [18, 19]

@@ -202,6 +202,7 @@ CHANGED = {
     "corrupt_policy": ["--corrupt-policy", "skip"],
     "arch": ["--arch", "resnet18_cifar"],
     "width": ["--width", "4"],
+    "last_mult": ["--last-mult", "2"],
     "global_batch": ["--global-batch", "64"],
     "micro_batch": ["--micro-batch", "16"],
     "lr": ["--lr", "0.01"],

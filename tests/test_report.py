@@ -39,6 +39,7 @@ def probes_long(gain_shape: float) -> pd.DataFrame:
                 "shots": "all",
                 "test_acc": 0.95,
                 "chance": 0.1,
+                "plateaued": True,
             }
         )
     return pd.DataFrame(rows)
@@ -68,18 +69,76 @@ def test_report_states_agreement_and_difference_by_the_verdicts(tmp_path):
     write_tables(tmp_path, probes_long(+0.05))
     s = sections(write_report(tmp_path).read_text())
     agree = s["Where measurement and paper agree"]
-    assert "CAT5 - CAT1 on `shape`: +5.3 [" in agree and "Direct training on `shape` reaches 95.0 %" in agree
-    assert "In distribution, CAT5 - CAT1" in s["Not decided: inconclusive, uninformative, or in distribution"]
+    assert "`shape`: CAT5 - CAT1 = +5.3 [" in agree and "Direct training on `shape` reaches 95.0 %" in agree
+    assert "No WIDE1 in this run" in s["Table 3: the paper and this run (notebook 04)"]
+    assert (
+        "In distribution, `mixture (IID)`: CAT5 - CAT1"
+        in s["Not decided: inconclusive, uninformative, or in distribution"]
+    )
     write_tables(tmp_path, probes_long(-0.05))
     differ = sections(write_report(tmp_path).read_text())["Where they differ"]
-    assert "CAT5 - CAT1 on `shape`: -4.7 [" in differ
+    assert "`shape`: CAT5 - CAT1 = -4.7 [" in differ
 
 
 def test_report_never_counts_an_uninformative_target(tmp_path):
     long = probes_long(+0.05)
-    long.loc[long["method"] == "direct training", "test_acc"] = 0.6  # ceiling below 90 %
+    long.loc[long["method"] == "direct training", "plateaued"] = False  # the ceiling was still rising
     write_tables(tmp_path, long)
     s = sections(write_report(tmp_path).read_text())
     assert "shape" not in s["Where measurement and paper agree"] and "shape" not in s["Where they differ"]
     other = s["Not decided: inconclusive, uninformative, or in distribution"]
-    assert "on `shape`" in other and "**uninformative** (ceiling below 90%)" in other
+    assert "`shape`:" in other and "**uninformative** (ceiling still rising" in other
+
+
+def with_wide(long: pd.DataFrame, wide_shape: float) -> pd.DataFrame:
+    """`long` plus WIDE1 and untrained WIDE1 rows: WIDE1 at CAT1 + `wide_shape` on shape."""
+    cat1 = long[long["method"] == "CAT1 (baseline)"]
+    wide = cat1.assign(method="WIDE1", test_acc=cat1["test_acc"] + (cat1["task"] == "shape") * wide_shape)
+    return pd.concat([long, wide, cat1.assign(method="untrained WIDE1", test_acc=0.1)], ignore_index=True)
+
+
+def test_report_says_dimension_explains_a_gain_that_wide1_matches(tmp_path):
+    write_tables(tmp_path, with_wide(probes_long(+0.05), +0.06))
+    s = sections(write_report(tmp_path).read_text())
+    differ = s["Where they differ"]
+    assert "`shape`: CAT5 - WIDE1 = " in differ and "dimension explains the gain" in differ
+    assert "survives Holm" in s["Table 3: the paper and this run (notebook 04)"]
+
+
+def manifest(tmp_path, recorded: str) -> None:
+    import json
+
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "params_file": "p.yaml",
+                "parameters": {"plan_sha256": recorded},
+                "git_commit": "x",
+                "versions": {},
+                "platform": "test",
+                "notebooks": [],
+            }
+        )
+    )
+
+
+def test_report_prints_the_plan_hash_and_whether_the_params_recorded_it(tmp_path):
+    import hashlib
+
+    from richreps.io import project_path
+
+    now = hashlib.sha256(project_path("results/PLAN.md").read_bytes()).hexdigest()
+    for recorded, said in (
+        (now, "**follows the plan**"),
+        ("0" * 64, "**plan changed since the params were written**"),
+        ("", "**no plan recorded**"),
+    ):
+        manifest(tmp_path, recorded)
+        run = sections(write_report(tmp_path).read_text())["The run"]
+        assert f"SHA-256 `{now}` at report time" in run and said in run
+
+
+def test_plan_lines_say_so_when_there_is_no_plan_file(tmp_path):
+    from richreps.report import plan_lines
+
+    assert "not found" in plan_lines("abc", tmp_path / "PLAN.md")[0]

@@ -9,18 +9,22 @@ from richreps import sweep, verdicts
 from richreps.aggregate import IID
 
 
-def long_table(task: str, accs: dict[str, list[float]], chance: float = 0.1) -> pd.DataFrame:
-    """Rows in notebook 04's long format: one per method and seed set, all labelled examples."""
-    n_of = {"CAT1 (baseline)": 1, "CAT5": 5, "untrained CAT1": 1, "untrained CAT5": 5, "direct training": 1}
+def long_table(
+    task: str, accs: dict[str, list[float]], chance: float = 0.1, plateaued: bool = True
+) -> pd.DataFrame:
+    """Rows in notebook 04's long format: one per method and seed set, all labelled examples; direct
+    training's rows carry whether its best validation export was before the last one."""
+    n_of = {"CAT1 (baseline)": 1, "CAT5": 5, "WIDE1": 1, "direct training": 1}
     rows = [
         {
             "replicate": k,
             "method": m,
-            "n": n_of[m],
+            "n": n_of.get(m.removeprefix("untrained "), 1),
             "task": task,
             "shots": "all",
             "test_acc": a,
             "chance": chance,
+            **({"plateaued": plateaued} if m == "direct training" else {}),
         }
         for m, values in accs.items()
         for k, a in enumerate(values)
@@ -28,8 +32,8 @@ def long_table(task: str, accs: dict[str, list[float]], chance: float = 0.1) -> 
     return pd.DataFrame(rows)
 
 
-def decided(task: str, accs: dict[str, list[float]], bayes=None) -> pd.Series:
-    long = long_table(task, accs)
+def decided(task: str, accs: dict[str, list[float]], bayes=None, **kw) -> pd.Series:
+    long = long_table(task, accs, **kw)
     calib = verdicts.calibration(long, bayes)
     return verdicts.verdicts(long, calib).loc[task]
 
@@ -37,8 +41,11 @@ def decided(task: str, accs: dict[str, list[float]], bayes=None) -> pd.Series:
 BASE = {
     "untrained CAT1": [0.50, 0.52, 0.51],
     "untrained CAT5": [0.55, 0.54, 0.56],
+    "untrained WIDE1": [0.53, 0.55, 0.54],
     "direct training": [0.97] * 3,
 }
+CAT1_ = [0.80, 0.82, 0.81]
+UP = [0.85, 0.88, 0.86]  # CAT5 above CAT1 in every seed set, by a steady margin
 
 
 def test_paired_interval_is_the_student_t_interval():
@@ -48,49 +55,112 @@ def test_paired_interval_is_the_student_t_interval():
     assert math.isnan(verdicts.paired_interval([1.5])[1])  # one seed set: no interval
 
 
-def test_agrees_when_the_gain_and_the_gain_over_random_features_are_both_above_zero():
-    r = decided("color", {**BASE, "CAT1 (baseline)": [0.80, 0.82, 0.81], "CAT5": [0.85, 0.88, 0.86]})
-    assert r["verdict"] == "agrees" and r["low"] > 0
+def test_agrees_when_catmax_beats_both_wide1_and_cat1():
+    r = decided("color", {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": [0.81, 0.83, 0.82], "CAT5": UP})
+    assert r["verdict"] == "agrees" and r["low (vs WIDE1)"] > 0 and r["low"] > 0
+    assert r["primary"] == "CAT5 - WIDE1"
 
 
-def test_differs_when_the_interval_lies_below_zero():
-    r = decided("color", {**BASE, "CAT1 (baseline)": [0.85, 0.88, 0.86], "CAT5": [0.80, 0.82, 0.81]})
-    assert r["verdict"] == "differs" and r["high"] < 0
+def test_dimension_explains_it_when_catmax_beats_cat1_but_not_wide1():
+    r = decided("color", {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": [0.84, 0.89, 0.86], "CAT5": UP})
+    assert r["verdict"] == "dimension explains it" and r["low"] > 0 and r["low (vs WIDE1)"] <= 0
 
 
-def test_inconclusive_when_the_interval_straddles_zero_or_there_is_one_seed_set():
-    r = decided("color", {**BASE, "CAT1 (baseline)": [0.80, 0.86, 0.81], "CAT5": [0.84, 0.82, 0.83]})
+def test_differs_when_catmax_lies_below_wide1_whatever_cat1_says():
+    r = decided("color", {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": [0.90, 0.93, 0.91], "CAT5": UP})
+    assert r["verdict"] == "differs" and r["high (vs WIDE1)"] < 0 and r["low"] > 0
+
+
+def test_inconclusive_when_an_interval_straddles_zero_or_there_is_one_seed_set():
+    r = decided(
+        "color", {**BASE, "CAT1 (baseline)": [0.80, 0.86, 0.81], "WIDE1": CAT1_, "CAT5": [0.84, 0.82, 0.83]}
+    )
     assert r["verdict"] == "inconclusive" and r["low"] < 0 < r["high"]
-    one = {k: v[:1] for k, v in BASE.items()}
-    r = decided("color", {**one, "CAT1 (baseline)": [0.80], "CAT5": [0.90]})
+    one = {k: v[:1] for k, v in BASE.items()} | {"direct training": BASE["direct training"]}  # kept
+    r = decided("color", {**one, "CAT1 (baseline)": [0.80], "WIDE1": [0.80], "CAT5": [0.90]})
     assert r["verdict"] == "inconclusive" and r["seed sets"] == 1
 
 
-def test_a_gain_that_random_features_match_is_not_agreement():
-    same = {**BASE, "untrained CAT5": [0.72, 0.66, 0.71]}
-    r = decided("color", {**same, "CAT1 (baseline)": [0.60, 0.70, 0.65], "CAT5": [0.65, 0.75, 0.70]})
-    assert r["low"] > 0 and r["verdict"] == "inconclusive"
+def test_without_wide1_catmax_minus_cat1_alone_decides_and_the_lines_say_so():
+    no_wide = {k: v for k, v in BASE.items() if "WIDE1" not in k}
+    long = long_table("color", {**no_wide, "CAT1 (baseline)": CAT1_, "CAT5": UP})
+    table = verdicts.verdicts(long, verdicts.calibration(long))
+    assert table.loc["color", "verdict"] == "agrees" and "CAT5 - WIDE1" not in table.columns
+    assert table.loc["color", "primary"] == "CAT5 - CAT1 (no WIDE1)"
+    assert "No WIDE1 in this run" in verdicts.verdict_lines(table)[0]
+    down = long_table("color", {**no_wide, "CAT1 (baseline)": UP, "CAT5": CAT1_})
+    assert verdicts.verdicts(down, verdicts.calibration(down)).loc["color", "verdict"] == "differs"
+
+
+def test_untrained_wide1_is_a_floor():
+    r = verdicts.calibration(
+        long_table(
+            "color",
+            {**BASE, "untrained WIDE1": [0.90] * 3, "CAT1 (baseline)": CAT1_, "WIDE1": CAT1_, "CAT5": UP},
+        )
+    ).loc["color"]
+    assert r["floor: untrained WIDE1"] == pytest.approx(0.90) and not r["kept"]
+    assert "of the floor" in r["why not"]
 
 
 @pytest.mark.parametrize(
-    "change, why",
+    "change, kw, why",
     [
-        ({"direct training": [0.85] * 3}, "ceiling below 90%"),
-        ({"untrained CAT5": [0.95, 0.96, 0.97]}, "floor within 20 points"),
-        ({"direct training": []}, "no ceiling measured"),
+        ({"direct training": [0.70] * 3}, {}, "of the floor"),
+        ({"untrained CAT5": [0.85, 0.86, 0.87]}, {}, "of the floor"),
+        ({"direct training": []}, {}, "no ceiling measured"),
+        ({"direct training": [0.97] * 2}, {}, "from 2 seeds"),
+        ({}, {"plateaued": False}, "still rising"),
     ],
 )
-def test_uninformative_targets_are_never_counted(change, why):
-    accs = {**BASE, "CAT1 (baseline)": [0.80, 0.82, 0.81], "CAT5": [0.85, 0.88, 0.86], **change}
-    r = decided("texture", {k: v for k, v in accs.items() if v})
-    assert r["verdict"] == "uninformative" and why in r["why"]
-    long = long_table("texture", {k: v for k, v in accs.items() if v})
+def test_uninformative_targets_are_never_counted(change, kw, why):
+    accs = {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": CAT1_, "CAT5": UP, **change}
+    accs = {k: v for k, v in accs.items() if v}
+    r = decided("texture", accs, **kw)
+    assert r["verdict"] == "uninformative" and why in r["why"] and r["survives Holm"] == ""
+    long = long_table("texture", accs, **kw)
     lines = verdicts.verdict_lines(verdicts.verdicts(long, verdicts.calibration(long)))
-    assert "0 agrees, 0 differs, 0 inconclusive, 1 uninformative" in lines[-1]
+    assert "0 agrees, 0 dimension explains it, 0 differs, 0 inconclusive, 1 uninformative" in lines[-2]
+
+
+def test_saturated_ood_targets_are_listed_and_never_judged():
+    r = decided("digits_uci", {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": CAT1_, "CAT5": UP})
+    assert r["verdict"] == "saturated" and "saturated" in r["why"] and math.isnan(r["p"])
+
+
+def test_a_verdict_whose_primary_contrast_does_not_survive_holm_is_labelled_so():
+    # three kept targets, each CAT5 - WIDE1 interval above 0 with p near 0.03: uncorrected they agree,
+    # but Holm's smallest threshold is 0.05 / 3, so none survives
+    wide = [0.80, 0.80, 0.80, 0.80]
+    cat5 = [0.81, 0.815, 0.84, 0.822]
+    p = verdicts.paired_p([(c - w) * 100 for c, w in zip(cat5, wide)])
+    assert 0.05 / 3 < p < 0.05
+    accs = {
+        "untrained CAT1": [0.5] * 4,
+        "untrained CAT5": [0.5] * 4,
+        "untrained WIDE1": [0.5] * 4,
+        "direct training": [0.97] * 4,
+        "CAT1 (baseline)": [0.70] * 4,
+        "WIDE1": wide,
+        "CAT5": cat5,
+    }
+    long = pd.concat([long_table(t, accs) for t in ("color", "texture", "position")])
+    table = verdicts.verdicts(long, verdicts.calibration(long))
+    assert list(table["verdict"]) == ["agrees"] * 3 and list(table["survives Holm"]) == ["no"] * 3
+    assert set(table["verdict (Holm)"]) == {"inconclusive (agrees does not survive Holm)"}
+    assert table["p (Holm)"].tolist() == pytest.approx([3 * p] * 3)
+    assert "color does not survive" in verdicts.verdict_lines(table)[-1]
+    one = long_table("color", accs)  # alone, the same contrast is its own family and survives
+    assert verdicts.verdicts(one, verdicts.calibration(one)).loc["color", "survives Holm"] == "yes"
 
 
 def test_the_mixture_is_calibrated_against_its_bayes_accuracy():
-    accs = {"untrained CAT1": [0.20] * 3, "untrained CAT5": [0.22] * 3, "CAT5": [0.40, 0.41, 0.42]}
+    accs = {
+        "untrained CAT1": [0.20] * 3,
+        "untrained CAT5": [0.22] * 3,
+        "WIDE1": [0.44, 0.45, 0.46],
+        "CAT5": [0.40, 0.41, 0.42],
+    }
     learned = decided(IID, {**accs, "CAT1 (baseline)": [0.43, 0.44, 0.45]}, bayes={IID: 0.469})
     assert learned["verdict"] == "differs"
     barely = decided(IID, {**accs, "CAT1 (baseline)": [0.30, 0.31, 0.32]}, bayes={IID: 0.469})
@@ -152,17 +222,22 @@ def test_the_mixture_ceiling_is_its_exact_bayes_accuracy_only_for_component_mixt
 
 
 def test_ood_lines_compare_the_ood_verdicts_with_the_cue_verdicts():
-    kept = {**BASE, "CAT1 (baseline)": [0.70, 0.71, 0.72], "CAT5": [0.75, 0.76, 0.77]}
-    long = pd.concat([long_table(t, kept) for t in ("texture", "digits_uci")])
+    kept = {
+        **BASE,
+        "CAT1 (baseline)": [0.70, 0.71, 0.72],
+        "WIDE1": [0.70, 0.71, 0.72],
+        "CAT5": [0.75, 0.76, 0.77],
+    }
+    long = pd.concat([long_table(t, kept) for t in ("texture", "mnist_clutter")])
     table = verdicts.verdicts(long, verdicts.calibration(long))
     lines = verdicts.ood_lines(table)
-    assert lines[0].startswith("- Out of distribution: digits_uci agrees (CAT5 - CAT1 = +5.0")
+    assert lines[0].startswith("- Out of distribution: mnist_clutter agrees (CAT5 - WIDE1 = +5.0")
     assert lines[1] == "- The OOD columns (agrees) agree with the kept cue columns (agrees)."
     at_ceiling = {**kept, "untrained CAT5": [0.95] * 3}
-    long = pd.concat([long_table("texture", kept), long_table("mnist_plain", at_ceiling)])
+    long = pd.concat([long_table("texture", kept), long_table("uci_plasma", at_ceiling)])
     lines = verdicts.ood_lines(verdicts.verdicts(long, verdicts.calibration(long)))
-    assert "mnist_plain uninformative" in lines[0] and "Neither OOD target can discriminate" in lines[1]
-    assert verdicts.ood_lines(table.drop(index=["digits_uci"])) == []
+    assert "uci_plasma uninformative" in lines[0] and "No OOD target can discriminate" in lines[1]
+    assert verdicts.ood_lines(table.drop(index=["mnist_clutter"])) == []
 
 
 def test_trajectory_lines_say_so_when_no_kept_target_was_probed():
