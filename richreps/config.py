@@ -74,6 +74,12 @@ def last_mult_error(arch, last_mult) -> str | None:
     return None
 
 
+# Fields added after members were first recorded, with the value that every earlier record meant: a
+# record without one reads as that value, and at that value the field stays out of the run folder's
+# hash, so runs trained before it was added (hours of ResNet-50 at the paper's scale) stay current.
+LATER_FIELDS = {"last_mult": 1}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a member besides its seed and step (see the module docstring)."""
@@ -182,9 +188,14 @@ class Recipe:
             out += ["--" + k.replace("_", "-"), *(map(str, v) if isinstance(v, list) else [str(v)])]
         return out
 
+    def identity(self) -> dict:
+        """`to_dict` without the fields added later that still hold the value every earlier record
+        meant (`LATER_FIELDS`): what names a run folder, so existing folders keep their names."""
+        return {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
     def tag(self) -> str:
         """A short content hash: runs of different recipes never share a folder."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
         return "recipe-" + hashlib.sha256(blob).hexdigest()[:10]
 
     def diff(self, other: Recipe | dict | None) -> tuple[str, Any, Any] | None:
@@ -193,7 +204,7 @@ class Recipe:
             return ("recipe", None, "a recorded recipe")
         if not isinstance(other, Recipe | Mapping):  # a damaged record: callers treat it as such
             return ("recipe", f"a {type(other).__name__}", "a mapping")
-        theirs = other.to_dict() if isinstance(other, Recipe) else dict(other)
+        theirs = other.to_dict() if isinstance(other, Recipe) else {**LATER_FIELDS, **other}
         for k, v in self.to_dict().items():
             if k not in theirs or theirs[k] != v:
                 return (k, theirs.get(k, "(missing)"), v)

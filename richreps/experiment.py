@@ -222,6 +222,7 @@ def probe_rows(
                         "val_acc": r.val_acc,
                         "weight_decay": r.weight_decay,
                         "solver": r.solver,
+                        "tf32": r.tf32,
                     }
                 )
     return rows

@@ -144,7 +144,9 @@ def load(path: str | Path) -> Member:
     _check_digest(ckpt, path)
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
         # files written before WIDE1 record no last_mult: their last stage is not widened
-        member = build_model(ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32), ckpt.get("last_mult", 1))
+        member = build_model(
+            ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32), ckpt.get("last_mult", 1)
+        )
         _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)
     elif "model_params" in ckpt:
         member = build_model("resnet50", 1000)

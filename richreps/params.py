@@ -91,7 +91,42 @@ def cross_key_errors(values: dict) -> list[str]:
         and not sum(values["cue_weights"]) > 0
     ):
         errors.append("key 'cue_weights' must have a positive sum")
+    errors += _plan_errors(values)
+    sizes, tasks = values.get("probe_sizes"), values.get("probe_tasks")
+    if sizes and tasks and values.get("cue_probes", True) and min(sizes) < N_CLASSES_MAX:
+        errors.append(  # else notebook 04 fails after notebook 03 has trained
+            f"key 'probe_sizes' {list(sizes)}: every split needs at least {N_CLASSES_MAX} examples "
+            f"(one per class of the 10-class probe tasks in 'probe_tasks')"
+        )
     return errors
+
+
+N_CLASSES_MAX = 10  # classes of the cue tasks and OOD targets (richreps.data.cues.N_VALUES)
+PLAN_KEYS = ("total_steps", "baseline_steps", "cat_sizes", "plan_mode", "seeds", "seed_sets", "warmup_steps")
+
+
+def _plan_errors(values: dict) -> list[str]:
+    """Notebook 03's plan built from the params, so that a plan it would refuse (a warmup longer than a
+    member, seed sets sharing a seed) is a one-line error naming the keys before notebook 01 runs."""
+    if not set(PLAN_KEYS) <= set(values):
+        return []
+    from richreps import budget
+
+    try:
+        budget.replicate_plans(
+            values["total_steps"],
+            values["baseline_steps"],
+            values["cat_sizes"],
+            values["plan_mode"],
+            values["seeds"],
+            values["seed_sets"],
+            values["warmup_steps"],
+            values.get("sweep_budgets", []),
+            values.get("trajectory_steps", []),
+        )
+    except ValueError as e:
+        return [f"the plan of keys {', '.join(PLAN_KEYS)}: {e}"]
+    return []
 
 
 class _DuplicateKey(Exception):

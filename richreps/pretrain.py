@@ -10,6 +10,10 @@ non-finite loss, and logs to out/metrics/seed<S>.jsonl. What the members are is 
 `richreps.config.Recipe` flags alone (defaults: AlgoPerf v0.6's schedule-free ResNet-50 entry);
 the other flags say where, which seed, how long and how often to checkpoint.
 
+(Over 400 lines on purpose: the flags, their rules and the training loop stay in one file read top to
+bottom, as in nanoGPT's train.py; restart guards, devices and streams live in `checkpoints`, `runtime`
+and `data.streams`.)
+
 Schedule-free evaluates at its averaged point x, not at the training point y, so every member,
 evaluation and probe-ready export is taken at x with BatchNorm statistics recomputed there.
 x is computed into a copy of the model, so exporting never perturbs training: the step-t

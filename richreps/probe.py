@@ -9,6 +9,9 @@ Linear, SGD with Nesterov, 28 epochs with drops at 8/16/24, features recomputed 
 under augmentation). Model selection always uses the validation split; the reference protocol's
 own best-test-epoch number is reported separately and labelled as such. Members are ours
 (`richreps.members`) or AlgoPerf ResNet-50 checkpoints; features come from `richreps.features`.
+
+(About 480 lines: the two solvers, the reference protocol and the CLI share the solver choice, the
+block-wise standardisation and the model selection; splitting them would split one decision.)
 """
 
 from __future__ import annotations

@@ -213,29 +213,37 @@ def _execute(
 
 
 def refresh_committed(notebooks: str | Path = "notebooks", only: list[str] | None = None) -> None:
-    """Re-execute the committed notebooks in place with their defaults (the smoke values).
+    """Re-execute the committed notebooks with their defaults (the smoke values), each replaced at once.
 
-    Papermill's per-run timing metadata is stripped so a refresh diffs only real changes.
+    Papermill writes its output as cells run, so each notebook is executed into a hidden file beside it
+    and moved over the committed one only when it is complete: a refresh killed midway leaves the
+    committed notebook as it was. Papermill's per-run timing metadata is stripped so a refresh diffs
+    only real changes.
     """
     import nbformat
     import papermill as pm
 
     for nb in notebooks_in(notebooks, only):
-        with ipc_kernels() as kernel_manager:
-            pm.execute_notebook(
-                str(nb),
-                str(nb),
-                kernel_name="python3",
-                cwd=str(nb.parent),
-                progress_bar=True,
-                kernel_manager_class=kernel_manager,
-            )
-        book = nbformat.read(nb, as_version=4)
-        book.metadata.pop("papermill", None)
-        for cell in book.cells:
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        nbformat.write(book, nb)
+        fresh = nb.with_name(f".{nb.stem}.refresh.ipynb")
+        try:
+            with ipc_kernels() as kernel_manager:
+                pm.execute_notebook(
+                    str(nb),
+                    str(fresh),
+                    kernel_name="python3",
+                    cwd=str(nb.parent),
+                    progress_bar=True,
+                    kernel_manager_class=kernel_manager,
+                )
+            book = nbformat.read(fresh, as_version=4)
+            book.metadata.pop("papermill", None)
+            for cell in book.cells:
+                cell.metadata.pop("papermill", None)
+                cell.metadata.pop("execution", None)
+            nbformat.write(book, fresh)
+            os.replace(fresh, nb)
+        finally:
+            fresh.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

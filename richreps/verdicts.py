@@ -120,12 +120,21 @@ def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd
     return pd.DataFrame(rows).set_index("target")
 
 
-def keep_rule(floor: float, ceiling: float, ceiling_min: float = CEILING_MIN) -> tuple[bool, str]:
-    """A transfer target can discriminate: ceiling >= 90 %, floor at least 20 points below it."""
+def _unmeasured(floor: float, ceiling: float) -> str:
+    """Why a target cannot be judged for want of a measurement ('' when both ends were measured)."""
     if pd.isna(ceiling):
-        return False, "no ceiling measured (direct training did not run)"
+        return "no ceiling measured (direct training did not run)"
     if pd.isna(floor):
-        return False, "no floor measured (no untrained control)"
+        return "no floor measured (no untrained control)"
+    return ""
+
+
+def keep_rule(floor: float, ceiling: float, ceiling_min: float = CEILING_MIN) -> tuple[bool, str]:
+    """The first keep rule (`richreps.calibrate`'s record): ceiling >= 90 %, floor at least 20 points
+    below it. The study now keeps by range (`range_keep_rule`): the fixed cut dropped shape."""
+    missing = _unmeasured(floor, ceiling)
+    if missing:
+        return False, missing
     if ceiling < ceiling_min:
         return False, f"ceiling below {ceiling_min:.0%}"
     if floor > ceiling - FLOOR_GAP:
@@ -143,10 +152,9 @@ def range_keep_rule(
     its plateau, so the ceiling is not an under-trained lower bound). Kept when the ceiling stands at
     least `RANGE_MIN` above both the floor (what random features read) and chance.
     """
-    if pd.isna(ceiling):
-        return False, "no ceiling measured (direct training did not run)"
-    if pd.isna(floor):
-        return False, "no floor measured (no untrained control)"
+    missing = _unmeasured(floor, ceiling)
+    if missing:
+        return False, missing
     if ceiling_seeds < CEILING_SEEDS_MIN:
         return False, f"ceiling from {ceiling_seeds} seeds (needs {CEILING_SEEDS_MIN})"
     if not plateaued:

@@ -25,7 +25,7 @@ from richreps.data.streams import LoaderStream, make_data
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import write_imagenet  # noqa: E402
-from test_pretrain import SMALL, args_for, same_state  # noqa: E402
+from test_pretrain import SMALL, args_for, fake_slurm, same_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_03 = ROOT / "notebooks" / "03_pretrain_resnet50.ipynb"
@@ -84,6 +84,8 @@ def test_workers_come_from_the_tasks_cores_and_are_divided_only_when_they_are_th
     assert pipeline.default_workers() == 64 // 8 - 1
     cores(monkeypatch, usable=80, node=128, local_ranks=8, slurm_cpus_per_task=10)  # SLURM without binding
     assert pipeline.default_workers() == 80 // 8 - 1
+    cores(monkeypatch, usable=16, node=64, local_ranks=8)  # a container's cpuset on a larger host
+    assert pipeline.default_workers() == 16 // 8 - 1  # shared by its 8 ranks, not 15 each on 16 cores
 
 
 def test_calibration_and_evaluation_loaders_get_workers_and_the_same_batches(tmp_path, monkeypatch):
@@ -265,19 +267,6 @@ def test_a_run_records_its_device_and_kernel_settings(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- SLURM settings from params
-
-
-def fake_slurm(bin_dir: Path) -> Path:
-    """`sbatch` that keeps the script it is given and answers like SLURM; an `srun` that exists."""
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(
-        '#!/bin/sh\nn=$(ls "$(dirname "$0")"/job*.sh 2>/dev/null | wc -l)\n'
-        'cp "$1" "$(dirname "$0")/job$n.sh"\necho "Submitted batch job $((100 + n))"\n'
-    )
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    for name in ("sbatch", "srun"):
-        (bin_dir / name).chmod(0o755)
-    return bin_dir
 
 
 def test_slurm_settings_from_params_reach_the_executor_and_the_batch_script(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from richreps import features, members, pretrain
 from richreps.data import CorruptImageError, DatasetError, build_dataset, scan_images
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_data import write_cifar  # noqa: E402
+from test_data import imagenet, write_cifar  # noqa: E402, F401 - imagenet: a fixture
 from test_pretrain import SMALL, args_for  # noqa: E402
 
 
@@ -643,17 +643,12 @@ def test_replicate_seed_sets_that_would_share_a_seed_are_refused():
 
 
 @pytest.fixture
-def imagenet_with_a_text_file(tmp_path):
-    from test_data import WNIDS, jpeg
+def imagenet_with_a_text_file(imagenet):  # noqa: F811 - test_data's ImageNet folder
+    from test_data import WNIDS
 
-    root = tmp_path / "imagenet"
-    for c, wnid in enumerate(WNIDS):
-        for i in range(6):
-            jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG", 10 * c + i)
-        jpeg(root / "val" / wnid / f"val_{c}.JPEG", 100 + c)
-    bad = root / "train" / WNIDS[1] / "notes.JPEG"
+    bad = imagenet / "train" / WNIDS[1] / "notes.JPEG"
     bad.write_text("a text file named like a JPEG\n")
-    return root, bad
+    return imagenet, bad
 
 
 IMAGENET_TINY = ["--image-size", "16", "--global-batch", "4", "--bn-batches", "1", "--val-fraction", "0.2"]
@@ -735,3 +730,31 @@ def test_a_passed_image_check_is_not_repeated_at_a_restart_until_the_files_chang
     with pytest.raises(SystemExit, match="unreadable image under --corrupt-policy error"):
         checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)
     assert decoded == [18, 19]
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        (
+            "warmup_steps: 500\n",
+            r"the plan of keys .*warmup_steps: --warmup-steps 500 is longer than the shortest",
+        ),
+        ("seeds: [0, 1, 2, 3, 100]\n", r"the plan of keys .*: seed sets 0 and 1 share seed 100"),
+        (
+            "probe_sizes: [5, 300, 1000]\n",
+            r"key 'probe_sizes' \[5, 300, 1000\]: every split needs at least 10",
+        ),
+    ],
+)
+def test_a_plan_or_probe_size_that_would_fail_after_training_is_refused_before_notebook_01(
+    tmp_path, capsys, yaml_text, message
+):
+    """Review of issue 21 item 4: notebook 03's plan and notebook 04's probe sizes were checked only when
+    those notebooks ran (a traceback from notebook 03, or a failure after training)."""
+    from richreps import run
+
+    (tmp_path / "trial.yaml").write_text(yaml_text)
+    code = run.main([str(tmp_path / "trial.yaml"), "--outputs", str(tmp_path / "outputs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and re_search(message, err), err
+    assert not (tmp_path / "outputs").exists()

@@ -198,3 +198,16 @@ def test_each_path_suffix_is_checked_for_what_it_means(tmp_path):
     )
     assert "cifar-10-batches-py: folder not found" in run.path_error("cifar10_root", tmp_path, "cifar10")
     assert run.path_error("other_root", tmp_path, None) is None  # a folder; no layout known for it
+
+
+def test_a_refresh_that_fails_midway_leaves_the_committed_notebook_as_it_was(book):
+    """A killed or failing `make notebooks` used to leave a half-executed committed notebook."""
+    from papermill.exceptions import PapermillExecutionError
+
+    before = (book / "02_fail.ipynb").read_bytes()
+    with pytest.raises(PapermillExecutionError):
+        run.refresh_committed(book, ["02"])
+    assert (book / "02_fail.ipynb").read_bytes() == before
+    assert sorted(p.name for p in book.iterdir()) == ["01_ok.ipynb", "02_fail.ipynb"]  # no hidden copy
+    run.refresh_committed(book, ["01"])
+    assert "steps 1" in (book / "01_ok.ipynb").read_text()

@@ -2,6 +2,8 @@
 member files and its place beside the CATs in notebook 04's representations."""
 
 import argparse
+import hashlib
+import json
 
 import pytest
 import torch
@@ -94,3 +96,17 @@ def test_the_compute_table_counts_wide1s_flops_beside_cat1s():
     assert list(table.index) == ["CAT1", "CAT5", "WIDE1"] and table.loc["CAT1", "x CAT1"] == 1
     assert table.loc["WIDE1", "FLOPs per image"] > table.loc["CAT1", "FLOPs per image"]
     assert table.loc["CAT5", "steps (summed)"] == 270
+
+
+def test_a_field_added_later_keeps_old_run_folders_and_old_records_current():
+    """last_mult came with WIDE1: at its old meaning (1) it stays out of the folder's hash, and a member
+    recorded before it existed is not a recipe change (runs already trained are not orphaned)."""
+    from richreps.config import Recipe
+
+    r = Recipe(arch="small_cnn", width=16)
+    old_record = {k: v for k, v in r.to_dict().items() if k != "last_mult"}
+    assert r.diff(old_record) is None
+    assert r.replace(last_mult=5).diff(old_record)[0] == "last_mult"
+    assert r.tag() != r.replace(last_mult=5).tag()
+    blob = json.dumps(old_record, sort_keys=True).encode()  # how a folder was named before last_mult
+    assert r.tag() == "recipe-" + hashlib.sha256(blob).hexdigest()[:10]

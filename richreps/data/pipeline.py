@@ -36,15 +36,16 @@ def default_workers(local_processes: int | None = None) -> int:
     """Loader workers per process: the cores it can use, minus one for its main loop, at most 16.
 
     `os.sched_getaffinity` already counts only this task's cores when SLURM binds each task to its
-    own (10 of a node's 80 for one of 8 GPUs: 9 workers). Only when the affinity covers the whole
-    node (torchrun on a workstation, or a SLURM job without per-task binding, seen as more cores than
-    SLURM_CPUS_PER_TASK) do the node's processes share it, and only the processes on this node count:
-    4 nodes x 8 GPUs still have 8 per node.
+    own (10 of a node's 80 for one of 8 GPUs: 9 workers), which SLURM_CPUS_PER_TASK confirms. In
+    every other case the node's processes share what they see (torchrun on a workstation, a
+    container's cpuset smaller than the host, a SLURM job without per-task binding, seen as more
+    cores than SLURM_CPUS_PER_TASK), and only the processes on this node count: 4 nodes x 8 GPUs
+    still have 8 per node. Dividing when unsure costs workers; not dividing would oversubscribe.
     """
     local_processes = local_world_size() if local_processes is None else local_processes
     cores = usable_cores()
     per_task = int(os.environ.get("SLURM_CPUS_PER_TASK", 0) or 0)
-    shared = cores >= (os.cpu_count() or cores) or (per_task and cores > per_task)
+    shared = not (per_task and cores <= per_task)
     share = cores // max(local_processes, 1) if shared else cores
     return max(0, min(16, share - 1))
 
