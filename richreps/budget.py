@@ -232,6 +232,21 @@ def wide_plans(plans: list[Plan], baseline: int, offset: int = WIDE_SEED_OFFSET)
     ]
 
 
+def plans_from_params(values: dict) -> list[Plan]:
+    """Notebook 03's replicate plans from its parameter values (a params file over the defaults)."""
+    return replicate_plans(
+        values["total_steps"],
+        values["baseline_steps"],
+        values["cat_sizes"],
+        values["plan_mode"],
+        values["seeds"],
+        values["seed_sets"],
+        values["warmup_steps"],
+        values.get("sweep_budgets", []),
+        values.get("trajectory_steps", []),
+    )
+
+
 def ledger(p: Plan, global_batch: int, images_per_s_per_device: float, devices: int) -> dict:
     """Steps, images seen and device-hours of a plan at a measured (or quoted) throughput."""
     images = p.training_steps * global_batch

@@ -113,17 +113,7 @@ def _plan_errors(values: dict) -> list[str]:
     from richreps import budget
 
     try:
-        budget.replicate_plans(
-            values["total_steps"],
-            values["baseline_steps"],
-            values["cat_sizes"],
-            values["plan_mode"],
-            values["seeds"],
-            values["seed_sets"],
-            values["warmup_steps"],
-            values.get("sweep_budgets", []),
-            values.get("trajectory_steps", []),
-        )
+        budget.plans_from_params(values)
     except ValueError as e:
         return [f"the plan of keys {', '.join(PLAN_KEYS)}: {e}"]
     return []

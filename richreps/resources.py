@@ -94,17 +94,7 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     from richreps.experiment import dataset_roots
     from richreps.io import project_path
 
-    plans = budget.replicate_plans(
-        values["total_steps"],
-        values["baseline_steps"],
-        values["cat_sizes"],
-        values["plan_mode"],
-        values["seeds"],
-        values["seed_sets"],
-        values["warmup_steps"],
-        values.get("sweep_budgets", []),
-        values.get("trajectory_steps", []),
-    )
+    plans = budget.plans_from_params(values)
     n_max = max([1, *values["cat_sizes"]])
     trained = {(r.seed, s) for p in plans for r in p.runs for s in r.exports}
     members = len(trained) + n_max * values["seed_sets"]  # plus notebook 04's untrained controls
