@@ -14,6 +14,17 @@ evaluation point, scored on the probes' test split. A task is kept when its ceil
 and its floor at least 20 points below (`richreps.verdicts`). Each call appends one row per task,
 with the whole renderer setting, to `--out` (default: the committed record that notebook 04 shows as
 "how the benchmark was calibrated"), so negative results stay on record beside the chosen setting.
+
+A study's calibration, before any member is trained (the pre-registered plan, `results/PLAN.md`):
+
+    python -m richreps.calibrate --params params/smoke.yaml --outputs runs/calib
+
+floors (untrained CAT1, CATmax and WIDE1) and ceilings (direct training on ample data and on the probe's
+labels, over the params' seed sets) of every target in `probe_tasks`, computed by the functions notebook
+04 calls, on the same files (`<outputs>/<params name>/untrained`, `direct`, `feature_cache`), and kept by
+the study's range rule (`verdicts.calibration`). Written to `tables/00_calibration.{csv,md}` there;
+the runner's notebook 04 later finds these runs current and reuses them, so committing this table before
+the study fixes which targets are judged before any CATn number on them exists.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ import torch
 import torch.nn as nn
 from schedulefree import AdamWScheduleFree
 
-from richreps import experiment, features, verdicts
+from richreps import config, experiment, features, verdicts
+from richreps.aggregate import DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.data import cues
 from richreps.io import append_rows, parse_assignments
@@ -118,7 +130,61 @@ def parse_set(items: list[str], base: cues.Difficulty) -> cues.Difficulty:
     return dataclasses.replace(base, **parse_assignments(items, known))
 
 
+def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFrame:
+    """The study's calibration table for a params file (the module docstring's second command)."""
+    from richreps.io import project_path, write_table
+    from richreps.probe import default_device
+    from richreps.run import params_values
+
+    v = params_values(params_file, project_path("notebooks"))
+    if v["pretrain_data"] != "cues" or not v["cue_probes"]:
+        raise ValueError(f"{params_file}: a study calibration needs pretrain_data 'cues' and cue_probes true")
+    out_dir = Path(outputs) / Path(params_file).stem
+    recipe, n_max, device = config.recipe_from_params(v), max(v["cat_sizes"]), default_device()
+    sets = list(range(v["seed_sets"]))
+    reps = experiment.untrained_controls(recipe, n_max, sets, out_dir / "untrained")
+    if v["wide_control"] and recipe.arch == "small_cnn":
+        wide = recipe.replace(last_mult=n_max)
+        reps = {k: [*rs, experiment.untrained_wide(wide, k, out_dir / "untrained")] for k, rs in reps.items()}
+    sizes = dict(zip(("train", "val", "test"), v["probe_sizes"]))
+    tasks, cache = v["probe_tasks"], out_dir / "feature_cache"
+    print(
+        f"floors: {len(sets)} seed sets x {len(reps[0])} untrained controls, {len(tasks) + 1} targets",
+        flush=True,
+    )
+    rows = experiment.probe_cues(reps, recipe, tasks, sizes, v["probe_grid"], [], cache, device)
+    direct_sets = min(v["direct_seed_sets"] or len(sets), len(sets))
+    print(
+        f"ceilings: direct training, {direct_sets} seeds x {v['direct_steps']} steps per target", flush=True
+    )
+    rows += experiment.ceilings(recipe, tasks, v["direct_steps"], v["direct_train_size"], sizes, direct_sets,
+                                out_dir / "direct", equal_labels=v["direct_equal_labels"], equal_steps=v["direct_equal_steps"], device=device)  # fmt: skip
+    long = pd.DataFrame(rows)
+    write_table(long, out_dir, "00_calibration_long", index=False)
+    table = verdicts.calibration(long, experiment.bayes_ceilings(recipe))
+    equal = long[long["method"] == DIRECT_EQUAL].groupby("task")["test_acc"].mean()
+    table["direct training (probe's labels)"] = equal.reindex(table.index)
+    write_table(table, out_dir, "00_calibration")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--params" in argv:
+        ap = argparse.ArgumentParser(prog="python -m richreps.calibrate --params", description=study.__doc__)
+        ap.add_argument("--params", required=True, help="a params file (params/laptop.yaml)")
+        ap.add_argument("--outputs", default="outputs", help="writes <outputs>/<params name>/tables")
+        args = ap.parse_args(argv)
+        start = time.perf_counter()
+        try:
+            table = study(args.params, args.outputs)
+        except ValueError as e:  # ParamsError is one: a one-line message naming the key
+            ap.exit(2, f"error: {e}\n")
+        print(table.round(3).to_string())
+        print(f"wrote {Path(args.outputs) / Path(args.params).stem}/tables/00_calibration.csv "
+              f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+        return 0
     ap = argparse.ArgumentParser(prog="python -m richreps.calibrate", description=__doc__.splitlines()[0])
     ap.add_argument("--render", default=cues.DEFAULT_RENDER, choices=sorted(cues.RENDERS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override renderer knobs")

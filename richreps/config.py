@@ -218,3 +218,29 @@ class Recipe:
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+
+# Notebook 03's parameters that make its recipe, by the Recipe field each sets (the rest keep their defaults).
+RECIPE_PARAMS = {
+    "pretrain_data": "data",
+    "data_root": "data_root",
+    "arch": "arch",
+    "width": "width",
+    "image_size": "image_size",
+    "cue_weights": "cue_weights",
+    "train_size": "train_size",
+    "val_size": "val_size",
+    "global_batch": "global_batch",
+    "lr": "lr",
+    "warmup_steps": "warmup_steps",
+    "weight_decay": "weight_decay",
+    "label_smoothing": "label_smoothing",
+    "bn_batches": "bn_batches",
+}
+
+
+def recipe_from_params(values: Mapping) -> Recipe:
+    """The members' recipe from notebook 03's parameter values: one builder for notebook 03 and for
+    `python -m richreps.calibrate --params`, so the calibration's direct-training runs are the ones
+    notebook 04 finds current and reuses."""
+    return Recipe(**{field: values[key] for key, field in RECIPE_PARAMS.items()})

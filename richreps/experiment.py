@@ -109,21 +109,39 @@ def save_untrained(path: str | Path, recipe: Recipe, seed: int) -> Path:
     return members.save(model.eval(), path, recipe, seed, 0)
 
 
-def add_untrained_controls(
-    reps: dict[int, list[Representation]], recipe: Recipe, folder: str | Path
+def untrained_controls(
+    recipe: Recipe, n_max: int, seed_sets: list[int], folder: str | Path
 ) -> dict[int, list[Representation]]:
-    """Append untrained CAT1 and untrained CATmax to every seed set."""
-    n_max = max(r.n for r in reps[0])
+    """Per seed set, untrained CAT1 and untrained CATn_max (seed 1000 + 100 k + i for member i): the
+    floors. `richreps.calibrate --params` probes them before any member is trained; notebook 04
+    appends them to the trained representations (`add_untrained_controls`), from the same files."""
     out = {}
-    for k, rs in reps.items():
+    for k in seed_sets:
         seeds = [UNTRAINED_SEED + 100 * k + i for i in range(n_max)]
         files = [str(save_untrained(Path(folder) / f"seed{s}.pt", recipe, s)) for s in seeds]
         out[k] = [
-            *rs,
             Representation("untrained CAT1", 1, 0, tuple(files[:1])),
             Representation(f"untrained CAT{n_max}", n_max, 0, tuple(files)),
         ]
     return out
+
+
+def add_untrained_controls(
+    reps: dict[int, list[Representation]], recipe: Recipe, folder: str | Path
+) -> dict[int, list[Representation]]:
+    """Append untrained CAT1 and untrained CATmax to every seed set."""
+    controls = untrained_controls(recipe, max(r.n for r in reps[0]), list(reps), folder)
+    return {k: [*rs, *controls[k]] for k, rs in reps.items()}
+
+
+def untrained_wide(recipe: Recipe, k: int, folder: str | Path) -> Representation:
+    """Seed set k's untrained WIDE1 (`recipe` is WIDE1's: last stage widened), BN recomputed on
+    pretraining images like the other untrained controls."""
+    from richreps.budget import WIDE_SEED_OFFSET
+
+    seed = UNTRAINED_SEED + 100 * k + WIDE_SEED_OFFSET
+    path = save_untrained(Path(folder) / f"seed{seed}.pt", recipe, seed)
+    return Representation(f"untrained {WIDE}", 1, 0, (str(path),))
 
 
 def add_wide(
@@ -136,21 +154,18 @@ def add_wide(
     seed set. `wide` is `launch.read_wide(...)`; None (no WIDE1 trained) leaves `reps` as they are."""
     if wide is None:
         return reps
-    from richreps.budget import WIDE_SEED_OFFSET
-
     recipe, run_dir, ms = wide
     if len(ms) != len(reps):
         raise ValueError(f"the plan lists WIDE1 for {len(ms)} seed sets, the CATs for {len(reps)}")
-    out = {}
-    for k, rs in reps.items():
-        seed = UNTRAINED_SEED + 100 * k + WIDE_SEED_OFFSET
-        untrained = save_untrained(Path(folder) / f"seed{seed}.pt", recipe, seed)
-        out[k] = [
-            *rs,
-            _rep(WIDE, [ms[k]], Path(run_dir), recipe),
-            Representation(f"untrained {WIDE}", 1, 0, (str(untrained),)),
-        ]
-    return out
+    return {
+        k: [*rs, wide_rep(ms[k], run_dir, recipe), untrained_wide(recipe, k, folder)]
+        for k, rs in reps.items()
+    }
+
+
+def wide_rep(member: tuple[int, int], run_dir: str | Path, recipe: Recipe) -> Representation:
+    """WIDE1 from its (seed, steps) member, checked current against WIDE1's own recipe."""
+    return _rep(WIDE, [member], Path(run_dir), recipe)
 
 
 def all_files(reps: dict[int, list[Representation]]) -> list[str]:
@@ -322,6 +337,36 @@ def probe_real(
     return rows
 
 
+def ceilings(
+    recipe: Recipe,
+    tasks: list[str],
+    steps: int,
+    train_size: int,
+    sizes: dict[str, int],
+    seed_sets: int,
+    folder: str | Path,
+    equal_labels: bool = False,
+    equal_steps: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """Every target's ceiling (`direct_training` for `steps` on `train_size` images, 0: a fresh sample
+    every step) and, with `equal_labels`, direct training for `equal_steps` (0: `steps`) on as many
+    labels as the probe's train split beside it (the paper's Table 1 compares transfer and direct
+    training on equal labels; a set that small passes its plateau in fewer steps). Eight evenly spaced
+    exports each, so that a plateau is seen where there is one."""
+    from richreps.aggregate import DIRECT_EQUAL
+    from richreps.data.ood import is_ood
+
+    rows = direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, folder, 8, device)
+    if equal_labels:  # an OOD target trains on a fixed split as large as the probe's: the same labels
+        rows += [{**r, "method": DIRECT_EQUAL} for r in rows if is_ood(r["task"])]
+        rows += direct_training(
+            recipe, [t for t in tasks if not is_ood(t)], equal_steps or steps, sizes["train"], sizes,
+            seed_sets, folder, 8, device, DIRECT_EQUAL,
+        )  # fmt: skip
+    return rows
+
+
 def direct_training(
     recipe: Recipe,
     tasks: list[str],
@@ -340,24 +385,21 @@ def direct_training(
 
     The pretraining recipe with the data switched to the task (`cue_task`), run by
     `richreps.pretrain.train` itself. Members are exported at `evaluations` evenly spaced steps;
-    the one with the best accuracy on the probes' validation split gives the test number, on
-    the probes' test split. Finished runs whose members are current are not retrained.
+    the one with the best accuracy on seed set k's validation split gives the test number, on seed
+    set k's test split (the probes' own samples, `set_features`). Finished runs whose members are
+    current are not retrained. Saturated targets (`richreps.data.ood.SATURATED`: random features read
+    them) are never judged, so they get no ceiling: their direct training would be minutes for nothing.
     Training runs on the GPU when one is present (`pretrain.setup`); evaluation runs on `device`.
     """
     from richreps import pretrain
     from richreps.data import cues
+    from richreps.data.ood import SATURATED
 
     if steps < 1 or recipe.data != "cues":
         return []
+    tasks = [t for t in tasks if t not in SATURATED]
     exports = sorted({max(1, steps * (i + 1) // evaluations) for i in range(evaluations)})
     rows = []
-    held_out = {  # the probes' own validation and test splits, drawn once for every seed set
-        t: {
-            s: list(features.cue_batches(t, sizes[s], s, 0, render=recipe.cue_render)())
-            for s in ("val", "test")
-        }
-        for t in tasks
-    }
     for k in range(seed_sets):
         for task in tasks:
             task_recipe = recipe.replace(cue_task=task, train_size=train_size, data_seed=k)
@@ -381,7 +423,10 @@ def direct_training(
                     str(max(1, steps // 10)),
                 ]
                 pretrain.train(pretrain.parse_args(flags))
-            val, test = held_out[task]["val"], held_out[task]["test"]
+            val, test = (  # seed set k's own validation and test splits, as its probes use
+                list(features.cue_batches(task, sizes[s], s, k, render=recipe.cue_render)())
+                for s in ("val", "test")
+            )
             scored = []
             for s in exports:
                 model = members.load(member_path(run_dir, k, s))

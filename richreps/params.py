@@ -45,7 +45,8 @@ def type_ok(value, type_name: str) -> bool:
 
 def rules_of(spec: dict) -> list[str]:
     """The value rules declared at the start of a parameter's comment, e.g. `# {non-empty; min 1} ...`:
-    `min X` (each value >= X), `positive` (> 0), `in: a, b` (each value one of these), `len N`, `non-empty`."""
+    `min X` (each value >= X), `below X` (each < X), `positive` (> 0), `in: a, b` (each value one of these),
+    `len N`, `non-empty`."""
     m = re.match(r"\s*\{([^}]*)\}", spec.get("help") or "")
     return [r.strip() for r in m.group(1).split(";")] if m else []
 
@@ -60,6 +61,8 @@ def check_rules(key: str, value, rules: list[str]) -> str | None:
             return f"must have {rule[4:]} values, got {len(items)}"
         if rule.startswith("min ") and any(v < float(rule[4:]) for v in items):
             return f"must be >= {rule[4:]}, got {value!r}"
+        if rule.startswith("below ") and any(not v < float(rule[6:]) for v in items):
+            return f"must be < {rule[6:]}, got {value!r}"
         if rule == "positive" and any(not v > 0 for v in items):
             return f"must be > 0, got {value!r}"
         if rule.startswith("in:"):

@@ -43,9 +43,52 @@ def plan_lines(recorded: str | None, plan: str | Path = PLAN) -> list[str]:
     return lines
 
 
-def _recorded_plan(out: Path) -> str | None:
+def _parameters(out: Path) -> dict:
     path = out / "manifest.json"
-    return json.loads(path.read_text())["parameters"].get("plan_sha256") if path.exists() else None
+    return json.loads(path.read_text())["parameters"] if path.exists() else {}
+
+
+def _recorded_plan(out: Path) -> str | None:
+    return _parameters(out).get("plan_sha256")
+
+
+# The paper's regime (../shared/reference.md): CAT1 450K steps at AlgoPerf's global batch 1024 on ImageNet's
+# 1,281,167 images, 2.3 times the v0.6 step hint (195,999); members at 200K, 100K and 80K of 450K.
+PAPER_REGIME = {"baseline": 450_000, "step_hint": 195_999, "batch": 1024, "images": 1_281_167}
+PAPER_MEMBERS = {2: 200_000, 4: 100_000, 5: 80_000}
+
+
+def regime_lines(p: dict) -> list[str]:
+    """The run's training regime beside the paper's: which ratios it matches and which it cannot.
+
+    `p` holds notebook 03's parameters (the manifest's); missing keys (another notebook's run) give no lines."""
+    need = ("train_size", "baseline_steps", "total_steps", "cat_sizes", "global_batch")
+    if not all(k in p for k in need) or p.get("pretrain_data", "cues") != "cues":
+        return []
+    base, batch, pool = p["baseline_steps"], p["global_batch"], p["train_size"]
+    paper_epochs = PAPER_REGIME["baseline"] * PAPER_REGIME["batch"] / PAPER_REGIME["images"]
+    if pool:
+        data = f"a finite pool of {pool:,} images: CAT1 sees {base * batch / pool:.1f} epochs (the paper: {paper_epochs:.0f})"
+    else:
+        data = "a fresh sample every step (no epochs; the paper revisits a finite set)"
+    plateau = p.get("plateau_step", 0)
+    ratio = PAPER_REGIME["baseline"] / PAPER_REGIME["step_hint"]
+    past = (
+        f"CAT1 trains {base} steps, {base / plateau:.1f} times its validation plateau (step {plateau}, measured "
+        f"on a pilot run; the paper: {ratio:.1f} times AlgoPerf's step hint)"
+        if plateau
+        else f"CAT1 trains {base} steps; no plateau step recorded (`plateau_step` 0), so how far past it is unknown"
+    )
+    shares = ", ".join(
+        f"CAT{n} {p['total_steps'] // n} steps ({p['total_steps'] // n / base:.3f}"
+        + (f"; paper {PAPER_MEMBERS[n] / PAPER_REGIME['baseline']:.3f})" if n in PAPER_MEMBERS else ")")
+        for n in sorted(p["cat_sizes"])
+    )
+    return [
+        f"- Pretraining data: {data}.",
+        f"- {past}.",
+        f"- Members at a share of CAT1's steps: {shares}.",
+    ]
 
 
 def _table(out: Path, name: str, **kw) -> pd.DataFrame | None:
@@ -210,6 +253,20 @@ def _beyond(out: Path) -> list[str]:
     return lines
 
 
+def _ablation(out: Path) -> list[str]:
+    table = _table(out, "04_ablation")
+    if table is None:
+        return ["- Not run: notebook 03's `ablate_label_smoothing` is empty."]
+    key = table.columns[1]
+    return [
+        f"CATmax - WIDE1 and CATmax - CAT1 (points, 95 % paired t intervals over seed sets) at each `{key}`, "
+        "the main run's first; the ablation retrains CAT1, CATmax and WIDE1 at the main budget with the "
+        "main plan's seeds:",
+        "",
+        to_markdown(table, index=False),
+    ]
+
+
 def _counterexample(out: Path) -> list[str]:
     summary = _table(out, "01_sweep_summary")
     coverage = _table(out, "01_probe_coverage")
@@ -254,6 +311,7 @@ def write_report(out_dir: str | Path) -> Path:
         "## The run",
         "",
         *plan_lines(_recorded_plan(out)),
+        *regime_lines(_parameters(out)),
         "",
         *_manifest(out),
         "",
@@ -268,6 +326,10 @@ def write_report(out_dir: str | Path) -> Path:
         "## Beyond the paper: where TIME-CONCAT helps (notebook 04)",
         "",
         *_beyond(out),
+        "",
+        "## Ablation: label smoothing (notebook 04)",
+        "",
+        *_ablation(out),
         "",
         "## The counterexample (notebook 01)",
         "",

@@ -119,6 +119,15 @@ def check_outputs(outputs: str | Path) -> None:
         raise ParamsError(f"--outputs {outputs}: {parent} is not a folder this user can write to")
 
 
+def params_values(params_file: str | Path, notebooks: str | Path = "notebooks") -> dict:
+    """Every notebook parameter's value for a params file: the file's keys, checked as the runner checks
+    them (types, rules, paths, meaning), over the notebooks' defaults."""
+    params = load_params(params_file)
+    declared = {nb: declared_parameters(nb) for nb in notebooks_in(notebooks)}
+    checked = validate(params, declared, str(params_file))
+    return {k: v for spec in declared.values() for k, v in defaults(spec).items()} | checked
+
+
 def run(
     params_file: str | Path,
     only: list[str] | None = None,

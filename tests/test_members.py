@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from richreps import budget, experiment, launch, members, pretrain
+from richreps.aggregate import DIRECT, DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.io import atomic_path, write_text
 
@@ -103,13 +104,21 @@ def test_direct_training_reuses_the_pretraining_loop_and_recipe(tmp_path):
     assert (run_dir / "metrics" / "seed0.jsonl").exists()  # pretrain.train's own log
 
 
-@pytest.mark.parametrize("task", ["digits_uci", "mnist_plain"])
+@pytest.mark.parametrize("task", ["mnist_clutter", "uci_plasma"])
 def test_direct_training_on_an_ood_target_trains_on_its_fixed_train_split(tmp_path, task):
     (row,) = experiment.direct_training(
         TINY.replace(train_size=0), [task], steps=2, train_size=0, sizes={"val": 64, "test": 64}, seed_sets=1,
         folder=tmp_path,
     )  # fmt: skip
     assert row["task"] == task and row["chance"] == 0.1 and 0 <= row["test_acc"] <= 1
+
+
+def test_saturated_targets_get_no_direct_training_since_they_are_never_judged(tmp_path):
+    rows = experiment.direct_training(
+        TINY.replace(train_size=0), ["digits_uci", "mnist_plain"], steps=2, train_size=0,
+        sizes={"val": 64, "test": 64}, seed_sets=1, folder=tmp_path,
+    )  # fmt: skip
+    assert rows == [] and not any(tmp_path.iterdir())
 
 
 def test_atomic_writes_keep_the_umask_mode(tmp_path):
@@ -180,3 +189,26 @@ def test_a_recorded_recipe_that_is_not_a_mapping_is_a_damaged_file_named(tmp_pat
     with pytest.raises(members.CheckpointError, match="m.pt: damaged member file .its recorded recipe is a"):
         members.recorded_recipe(path)
     assert not members.is_current(path, TINY, 0, 0)
+
+
+def test_ceilings_train_on_the_probe_s_labels_beside_ample_data_and_reuse_an_ood_target_s_run(tmp_path):
+    sizes = {"train": 48, "val": 64, "test": 64}
+    rows = experiment.ceilings(
+        TINY, ["shape_parity", "mnist_clutter"], steps=3, train_size=256, sizes=sizes, seed_sets=1,
+        folder=tmp_path, equal_labels=True, equal_steps=2,
+    )  # fmt: skip
+    by = {(r["method"], r["task"]): r for r in rows}
+    assert set(by) == {(m, t) for m in (DIRECT, DIRECT_EQUAL) for t in ("shape_parity", "mnist_clutter")}
+    assert by[(DIRECT_EQUAL, "shape_parity")]["steps_per_member"] == 2  # equal_steps, on 48 images
+    assert by[(DIRECT_EQUAL, "mnist_clutter")]["test_acc"] == by[(DIRECT, "mnist_clutter")]["test_acc"]
+    sizes_trained = sorted(members.record(p)["recipe"]["train_size"] for p in tmp_path.glob("*/members/*.pt"))
+    assert 48 in sizes_trained and 256 in sizes_trained
+
+
+def test_direct_training_on_an_ood_target_never_trains_on_the_test_images_of_its_seed_set():
+    from richreps.data import ood, streams
+
+    for k in (0, 3):
+        train = streams.cue_splits(Recipe(cue_task="mnist_clutter", data_seed=k))["train"].images
+        test = ood.splits("mnist_clutter", k)["test"][0]
+        assert not {x.numpy().tobytes() for x in train} & {x.numpy().tobytes() for x in test}

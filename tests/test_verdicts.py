@@ -294,3 +294,12 @@ def test_paired_p_is_the_two_sided_one_sample_t_test():
     d = [1.0, 2.5, 0.5, 1.5]
     assert verdicts.paired_p(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
     assert math.isnan(verdicts.paired_p([1.0]))
+
+
+def test_a_calibration_of_floors_and_ceilings_alone_keeps_by_range_and_leaves_the_mixture_pending():
+    """`richreps.calibrate --params` has untrained controls and direct training, no trained member."""
+    calib = verdicts.calibration(long_table("color", BASE))
+    assert calib.loc["color", "kept"] and calib.loc["color", "floor: untrained WIDE1"] == pytest.approx(0.54)
+    iid = long_table(IID, {k: v for k, v in BASE.items() if k != "direct training"})
+    row = verdicts.calibration(iid, {IID: 0.469}).loc[IID]
+    assert not row["kept"] and row["why not"].startswith("no trained CAT1 yet")

@@ -155,8 +155,9 @@ def images(task: str) -> tuple[torch.Tensor, torch.Tensor]:
 def splits(task: str, seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{'train' | 'val' | 'test': (images (N, 3, 32, 32) in [0, 1], labels (N,))}, stratified.
 
-    The images are fixed; `seed` draws the partition. Direct training and the default use `SPLIT_SEED`;
-    the probes of seed set k use seed k, so that each seed set has its own probe sample."""
+    The images are fixed; `seed` draws the partition. The probes of seed set k and direct training
+    scored for seed set k (`Recipe.data_seed` k) use seed k, so that each seed set has its own probe
+    sample and direct training never sees that sample's test images."""
     from sklearn.model_selection import train_test_split
 
     if not is_ood(task):

@@ -226,8 +226,12 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
     (direct training)."""
     from richreps.data import cues, ood
 
-    if ood.is_ood(recipe.cue_task):  # a fixed real dataset: its own train and validation splits
-        parts = {s: [t.to(device) for t in ood.splits(recipe.cue_task)[s]] for s in ("train", "val")}
+    if ood.is_ood(recipe.cue_task):  # a fixed real dataset: the partition of seed set `data_seed`, so
+        # that direct training never trains on the test images of the seed set it is scored for
+        parts = {
+            s: [t.to(device) for t in ood.splits(recipe.cue_task, recipe.data_seed)[s]]
+            for s in ("train", "val")
+        }
         return {s: cues.CueBatch(*parts[s], torch.empty(0), torch.empty(0)) for s in parts}
     sizes = {"train": recipe.train_size, "val": recipe.val_size}
     if recipe.train_size == 0:  # fresh samples every step (FreshCueStream): no stored training set
