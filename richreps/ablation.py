@@ -118,6 +118,8 @@ def probe(
         if rec["wide"]:
             wide = rec["wide"]
             ms = [tuple(m) for m in wide["members"]]
+            if len(ms) != len(reps):
+                raise ValueError(f"{path}: WIDE1 listed for {len(ms)} seed sets, the CATs for {len(reps)}")
             wide_recipe, wide_dir = Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"]
             reps = {k: [*rs, experiment.wide_rep(ms[k], wide_dir, wide_recipe)] for k, rs in reps.items()}
         found = experiment.probe_cues(reps, recipe, tasks, sizes, grid, [], cache, device)
@@ -125,9 +127,17 @@ def probe(
     return rows
 
 
-def contrasts(long: pd.DataFrame, rows: list[dict], key: str, main_value, tasks: list[str]) -> pd.DataFrame:
+def contrasts(
+    long: pd.DataFrame,
+    rows: list[dict],
+    key: str,
+    main_value,
+    tasks: list[str],
+    kept: list[str] | None = None,
+) -> pd.DataFrame:
     """Per target and value of `key` (the main run's first): CATmax - WIDE1 and CATmax - CAT1 in
-    points, mean and 95 % paired t interval over seed sets (`verdicts.paired_interval`)."""
+    points, mean and 95 % paired t interval over seed sets (`verdicts.paired_interval`), and whether
+    the target is kept (`kept`: the calibration's; only kept targets are read, the others shown)."""
     settings = [(main_value, long), *pd.DataFrame(rows).groupby(key, sort=True)]
     out = []
     for value, table in settings:
@@ -137,7 +147,7 @@ def contrasts(long: pd.DataFrame, rows: list[dict], key: str, main_value, tasks:
         n_max = int(full.loc[full["method"].str.match(r"^CAT\d"), "n"].max())
         cat = f"CAT{n_max}"
         for task in [verdicts.IID, *tasks]:
-            row = {"target": task, key: value}
+            row = {"target": task, "kept": None if kept is None else task in kept, key: value}
             for other in (verdicts.WIDE1, verdicts.CAT1):
                 if (cat, task) not in have or (other, task) not in have:
                     continue
@@ -145,6 +155,18 @@ def contrasts(long: pd.DataFrame, rows: list[dict], key: str, main_value, tasks:
                 mean, lo, hi, n = verdicts.paired_interval(diffs)
                 name = "CAT1" if other == verdicts.CAT1 else other
                 row[f"{cat} - {name}"] = verdicts.fmt_interval(mean, lo, hi)
-                row["seed sets"] = n
-            out.append(row)
+                row["seed sets"] = min(row.get("seed sets", n), n)  # the fewer pairs of the two
+            if "seed sets" in row:  # a target with no contrast (not probed in this run) has no row
+                out.append(row)
     return pd.DataFrame(out)
+
+
+def write_table(out_dir: str | Path, table: pd.DataFrame | None) -> None:
+    """tables/04_ablation.{csv,md}, or their removal when this run has no ablation (no stale table)."""
+    from richreps import io
+
+    if table is None:
+        for path in (Path(out_dir) / "tables").glob("04_ablation.*"):
+            path.unlink()
+    else:
+        io.write_table(table, out_dir, "04_ablation", index=False)

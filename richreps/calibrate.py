@@ -171,7 +171,7 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if "--params" in argv:
+    if any(a == "--params" or a.startswith("--params=") for a in argv):
         ap = argparse.ArgumentParser(prog="python -m richreps.calibrate --params", description=study.__doc__)
         ap.add_argument("--params", required=True, help="a params file (params/laptop.yaml)")
         ap.add_argument("--outputs", default="outputs", help="writes <outputs>/<params name>/tables")

@@ -357,6 +357,8 @@ def ceilings(
     from richreps.aggregate import DIRECT_EQUAL
     from richreps.data.ood import is_ood
 
+    if steps < 1:  # direct_steps 0: no direct training at all
+        return []
     rows = direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, folder, 8, device)
     if equal_labels:  # an OOD target trains on a fixed split as large as the probe's: the same labels
         rows += [{**r, "method": DIRECT_EQUAL} for r in rows if is_ood(r["task"])]
@@ -393,7 +395,7 @@ def direct_training(
     """
     from richreps import pretrain
     from richreps.data import cues
-    from richreps.data.ood import SATURATED
+    from richreps.data.ood import SATURATED, is_ood
 
     if steps < 1 or recipe.data != "cues":
         return []
@@ -403,7 +405,9 @@ def direct_training(
     for k in range(seed_sets):
         for task in tasks:
             task_recipe = recipe.replace(cue_task=task, train_size=train_size, data_seed=k)
-            run_dir = Path(folder) / task_recipe.tag()
+            # an OOD target trains on seed set k's partition (streams.cue_splits); the suffix keeps runs
+            # made before that (on partition 0, holding set k's test images) from being found current
+            run_dir = Path(folder) / (task_recipe.tag() + ("-split" if is_ood(task) else ""))
             if not all(members.is_current(member_path(run_dir, k, s), task_recipe, k, s) for s in exports):
                 flags = [
                     "--out",

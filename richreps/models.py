@@ -7,12 +7,14 @@ and `fc`, the classifier on top of them.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from torch.optim.swa_utils import update_bn
-from torchvision.models import resnet18, resnet50
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+if TYPE_CHECKING:  # torchvision is imported where a ResNet is built: `import torchvision` costs 2 s
+    from torchvision.models.resnet import ResNet  # per process, which small_cnn runs never need
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 
@@ -32,6 +34,8 @@ def algoperf_init(model: ResNet) -> ResNet:
     """AlgoPerf's ImageNet ResNet-50 initialisation (`imagenet_pytorch/models.py`): every convolution
     truncated LeCun-normal, BN weight 1 and bias 0, the last BN of every residual block zero (each
     block starts as the identity), fc weights N(0, 0.01) and bias 0."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             lecun_trunc_normal_(m.weight)
@@ -121,6 +125,8 @@ def build_model(arch: str, num_classes: int, width: int = 32, last_mult: int = 1
     """
     if last_mult != 1 and arch != "small_cnn":
         raise ValueError(f"last_mult (a wider last stage) is defined for small_cnn only, not {arch!r}")
+    from torchvision.models import resnet18, resnet50
+
     if arch == "resnet50":
         return ResNetMember(algoperf_init(resnet50(num_classes=num_classes)))
     if arch == "resnet18_cifar":  # 3x3 stem without max-pool, for 32 px inputs

@@ -94,6 +94,11 @@ def cross_key_errors(values: dict) -> list[str]:
         and not sum(values["cue_weights"]) > 0
     ):
         errors.append("key 'cue_weights' must have a positive sum")
+    if values.get("label_smoothing") in values.get("ablate_label_smoothing", []):
+        errors.append(  # else notebook 03 refuses it after notebooks 01 and 02 have run
+            f"key 'ablate_label_smoothing' lists {values['label_smoothing']}, key 'label_smoothing' itself: "
+            "nothing to compare"
+        )
     errors += _plan_errors(values)
     sizes, tasks = values.get("probe_sizes"), values.get("probe_tasks")
     if sizes and tasks and values.get("cue_probes", True) and min(sizes) < N_CLASSES_MAX:

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from richreps import ablation, verdicts
+from richreps.aggregate import IID
 from richreps.config import Recipe
 
 TINY = Recipe(width=4, global_batch=16, train_size=256, val_size=64, bn_batches=1, warmup_steps=0)
@@ -54,7 +55,7 @@ def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target()
     ablated = rows(
         {"CAT1 (baseline)": [0.5] * 3, "CAT5": [0.5, 0.6, 0.4], "WIDE1": [0.5] * 3}, label_smoothing=0.0
     )
-    table = ablation.contrasts(main, ablated, "label_smoothing", 0.2, ["color"]).set_index(
+    table = ablation.contrasts(main, ablated, "label_smoothing", 0.2, ["color"], ["color"]).set_index(
         ["target", "label_smoothing"]
     )
     assert table.loc[("color", 0.2), "CAT5 - CAT1"] == verdicts.fmt_interval(
@@ -65,3 +66,11 @@ def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target()
         table.loc[("color", 0.0), "CAT5 - WIDE1"].startswith("+0.0 [")
         and table.loc[("color", 0.0), "seed sets"] == 3
     )
+    assert table.loc[("color", 0.0), "kept"] and IID not in table.index.get_level_values("target")
+
+
+def test_a_run_without_ablation_leaves_no_ablation_table_from_an_earlier_run(tmp_path):
+    ablation.write_table(tmp_path, pd.DataFrame({"target": ["color"]}))
+    assert (tmp_path / "tables" / "04_ablation.csv").exists()
+    ablation.write_table(tmp_path, None)
+    assert not list((tmp_path / "tables").glob("04_ablation.*"))
