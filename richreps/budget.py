@@ -211,7 +211,8 @@ WIDE_SEED_OFFSET = 50  # WIDE1 of seed set k trains with that set's first seed +
 
 
 def wide_plans(plans: list[Plan], baseline: int, offset: int = WIDE_SEED_OFFSET) -> list[Plan]:
-    """WIDE1 for every seed set: one run of CAT1's `baseline` steps, seed = the set's first seed + `offset`.
+    """WIDE1 for every seed set: one run of CAT1's `baseline` steps, seed = the set's first seed + `offset`,
+    exported at each of the plan's sweep budgets as well (the sweep's CATmax - WIDE1).
 
     WIDE1 (the single network of CATmax's feature dimension, the paper's Table 2 "baseline") trains
     with its own recipe into its own run folder, but its seed is still checked against every seed any
@@ -226,10 +227,13 @@ def wide_plans(plans: list[Plan], baseline: int, offset: int = WIDE_SEED_OFFSET)
             )
         if not 0 <= s <= SEED_MAX:
             raise ValueError(f"WIDE1 seed {s} is outside [0, {SEED_MAX}] (pretrain's --seed)")
-    return [
-        Plan({1: [(s, baseline)]}, [Run(s, baseline, [baseline], {baseline: "WIDE1"})], p.mode)
-        for s, p in zip(seeds, plans)
-    ]
+    out = []
+    for s, p in zip(seeds, plans):  # exported at every sweep budget too: CATmax - WIDE1 by budget
+        steps = sorted({baseline, *p.sweep})
+        used_by = {t: "WIDE1" if t == baseline else f"sweep {t}: WIDE1" for t in steps}
+        sweep = {b: {1: [(s, b)]} for b in p.sweep}
+        out.append(Plan({1: [(s, baseline)]}, [Run(s, steps[-1], steps, used_by)], p.mode, sweep))
+    return out
 
 
 def plans_from_params(values: dict) -> list[Plan]:

@@ -477,12 +477,22 @@ def _rep(method: str, ms: list[tuple[int, int]], run_dir: Path, recipe: Recipe) 
 
 
 def budget_representations(
-    sweeps: list[dict[int, dict[int, list[tuple[int, int]]]]], run_dir: str | Path, recipe: Recipe
+    sweeps: list[dict[int, dict[int, list[tuple[int, int]]]]],
+    run_dir: str | Path,
+    recipe: Recipe,
+    wide: tuple[Recipe, Path, list[dict[int, tuple[int, int]]]] | None = None,
 ) -> dict[int, dict[int, list[Representation]]]:
-    """Per seed set, per budget: CAT1 and CATmax (members checked current, as for the main plan)."""
+    """Per seed set, per budget: CAT1, CATmax and, with `wide` (`launch.read_wide_sweeps`), WIDE1 at
+    that budget (members checked current, as for the main plan)."""
+    wide_sweeps = wide[2] if wide else []
     return {
         k: {
             b: [_rep("CAT1" if n == 1 else f"CAT{n}", ms, Path(run_dir), recipe) for n, ms in by_n.items()]
+            + (
+                [wide_rep(wide_sweeps[k][b], wide[1], wide[0])]
+                if k < len(wide_sweeps) and b in wide_sweeps[k]
+                else []
+            )
             for b, by_n in sweep.items()
         }
         for k, sweep in enumerate(sweeps)

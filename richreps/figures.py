@@ -245,12 +245,14 @@ def plot_direct_vs_probe(paper: pd.DataFrame, measured: pd.DataFrame) -> plt.Fig
     return fig
 
 
-def _intervals(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, kept: list[str]) -> None:
+def _intervals(
+    ax: plt.Axes, df: pd.DataFrame, x: str, y: str, kept: list[str], low: str = "low", high: str = "high"
+) -> None:
     """One line per target with 95 % interval bars; targets outside `kept` dotted and faint."""
     names = list(dict.fromkeys(df["target"]))
     for name, sub in df.groupby("target", sort=False):
         sub = sub.sort_values(x)
-        err = np.vstack([sub[y] - sub["low"], sub["high"] - sub[y]])
+        err = np.vstack([sub[y] - sub[low], sub[high] - sub[y]])
         keep = name in kept
         ax.errorbar(
             sub[x],
@@ -268,13 +270,18 @@ def _intervals(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, kept: list[str]) 
 
 
 def plot_budget_sweep(gains: pd.DataFrame, kept: list[str]) -> plt.Figure:
-    """CATmax - CAT1 (points, 95 % paired interval) against the pretraining budget (CAT1's steps)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    _intervals(ax, gains, "budget", "gain", kept)
-    ax.axhline(0, color="0.3", lw=0.8)
+    """CATmax - WIDE1 (when WIDE1 was exported at the budgets) and CATmax - CAT1 (points, 95 % paired
+    intervals) against the pretraining budget (CAT1's steps), one panel each."""
     n = int(gains["n_max"].max()) if not gains.empty else 0
-    ax.set(xlabel="budget: CAT1's steps (CATs at the same share of compute)", ylabel=f"CAT{n} - CAT1 (points)",
-           title="where TIME-CONCAT helps: the gain at each budget")  # fmt: skip
+    panels = [("gain", "low", "high", f"CAT{n} - CAT1")]
+    if "gain vs WIDE1" in gains and gains["gain vs WIDE1"].notna().any():
+        panels.insert(0, ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1", f"CAT{n} - WIDE1"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1.5, 3.6), squeeze=False)
+    for ax, (y, lo, hi, name) in zip(axes[0], panels):
+        _intervals(ax, gains.dropna(subset=[y]), "budget", y, kept, lo, hi)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set(xlabel="budget: CAT1's steps (CATs at the same share)", ylabel=f"{name} (points)", title=name)
+    fig.suptitle("where TIME-CONCAT helps: the gain at each budget")
     fig.tight_layout()
     return fig
 

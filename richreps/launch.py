@@ -322,6 +322,7 @@ def write_plan(
             "recipe": wide_recipe.to_dict(),
             "run_dir": wide_recipe.tag(),
             "members": [list(p.cats[1][0]) for p in wide_runs],
+            "sweeps": [{str(b): list(by_n[1][0]) for b, by_n in p.sweep.items()} for p in wide_runs],
         }
         record["members"] += [
             str(member_path(wide_recipe.tag(), r.seed, s))
@@ -365,6 +366,17 @@ def read_wide(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[tuple[int, i
         return None
     members_ = [tuple(m) for m in wide["members"]]
     return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], members_
+
+
+def read_wide_sweeps(
+    pretrain_dir: str | Path,
+) -> tuple[Recipe, Path, list[dict[int, tuple[int, int]]]] | None:
+    """(WIDE1's recipe, its run folder, per seed set {budget: (seed, steps)}), or None without WIDE1."""
+    wide = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text()).get("wide")
+    if not wide:
+        return None
+    sweeps = [{int(b): tuple(m) for b, m in s.items()} for s in wide.get("sweeps", [])]
+    return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], sweeps
 
 
 def compute_table(

@@ -156,12 +156,16 @@ def _accuracy(w: torch.Tensor, b: torch.Tensor, fs: FeatureSet, mean, std, block
     return correct / len(fs.labels)
 
 
-def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> int:
-    """Fit in place by full-batch L-BFGS; return the iterations it took."""
+def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> tuple[int, bool]:
+    """Fit in place by full-batch L-BFGS; return (iterations, whether a tolerance stopped it). torch
+    also stops at `max_eval` function evaluations (5/4 of `max_iter`), before `max_iter` iterations
+    when line searches take several: that is a cap too, not convergence."""
+    max_eval = max_iter * 5 // 4
     opt = torch.optim.LBFGS(
         [w, b],
         lr=1,
         max_iter=max_iter,
+        max_eval=max_eval,
         history_size=LBFGS_HISTORY,
         line_search_fn="strong_wolfe",
         tolerance_grad=1e-6,
@@ -175,7 +179,9 @@ def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> 
         return loss
 
     opt.step(closure)
-    return int(opt.state[w].get("n_iter", 0))
+    state = opt.state[w]
+    n_iter, evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+    return n_iter, n_iter < max_iter and evals < max_eval
 
 
 def _adam(
@@ -266,8 +272,7 @@ def fast_probe(
         b = torch.zeros(k, device=device, requires_grad=True)
         for wd in sorted(grid, reverse=True):  # strong to weak regularisation: warm starts move little
             if x is not None:
-                steps[wd] = _lbfgs(x, ytr, w, b, wd, max_iter)
-                converged[wd] = steps[wd] < max_iter
+                steps[wd], converged[wd] = _lbfgs(x, ytr, w, b, wd, max_iter)
             else:
                 steps[wd], converged[wd] = _adam(
                     train.features, ytr, w, b, wd, mean, std, block, minibatch, max_epochs, tol

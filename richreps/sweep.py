@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from richreps.verdicts import paired_interval
+from richreps.verdicts import WIDE1, paired_interval
 
 
 def _full(long: pd.DataFrame) -> pd.DataFrame:
@@ -27,26 +27,35 @@ def _full(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_gains(long: pd.DataFrame) -> pd.DataFrame:
-    """Per budget and target: CATmax - CAT1 in points, mean and 95 % paired t interval over seed sets."""
+    """Per budget and target: CATmax - CAT1 in points, mean and 95 % paired t interval over seed sets,
+    and CATmax - WIDE1 beside it where WIDE1 was exported at that budget."""
     full = _full(long)
     rows = []
     for (budget, task), g in full.groupby(["budget", "task"], sort=True):
-        per_set = g.pivot_table(index="replicate", columns="n", values="test_acc")
-        n_max = int(per_set.columns.max())
-        mean, lo, hi, sets = paired_interval((per_set[n_max] - per_set[1]) * 100)
-        rows.append(
-            {
-                "budget": int(budget),
-                "target": task,
-                "n_max": n_max,
-                "CAT1": per_set[1].mean(),
-                f"CAT{n_max}": per_set[n_max].mean(),
-                "gain": mean,
-                "low": lo,
-                "high": hi,
-                "sets": sets,
+        per_set = g.pivot_table(index="replicate", columns="method", values="test_acc")
+        n_max = int(g.loc[g["method"].str.match(r"^CAT\d"), "n"].max())
+        cat = f"CAT{n_max}"
+        mean, lo, hi, sets = paired_interval((per_set[cat] - per_set["CAT1"]) * 100)
+        row = {
+            "budget": int(budget),
+            "target": task,
+            "n_max": n_max,
+            "CAT1": per_set["CAT1"].mean(),
+            cat: per_set[cat].mean(),
+            "gain": mean,
+            "low": lo,
+            "high": hi,
+            "sets": sets,
+        }
+        if WIDE1 in per_set:
+            mean, lo, hi, _ = paired_interval((per_set[cat] - per_set[WIDE1]) * 100)
+            row |= {
+                WIDE1: per_set[WIDE1].mean(),
+                "gain vs WIDE1": mean,
+                "low vs WIDE1": lo,
+                "high vs WIDE1": hi,
             }
-        )
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -93,6 +102,13 @@ def sweep_lines(gains: pd.DataFrame, kept: list[str]) -> list[str]:
     for task, t in g.groupby("target", sort=False):
         parts = [f"{int(r.budget)}: {r.gain:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" for r in t.itertuples()]
         lines.append(f"- **{task}**: CAT{n} - CAT1 by budget (CAT1's steps) = " + "; ".join(parts) + ".")
+        if "gain vs WIDE1" in t and t["gain vs WIDE1"].notna().any():
+            wide = [
+                f"{int(r['budget'])}: {r['gain vs WIDE1']:+.1f} [{r['low vs WIDE1']:+.1f}, {r['high vs WIDE1']:+.1f}]"
+                for _, r in t.iterrows()
+                if pd.notna(r["gain vs WIDE1"])
+            ]
+            lines.append(f"  CAT{n} - WIDE1 by budget = " + "; ".join(wide) + ".")
     above = g[g["low"] > 0]
     below = g[g["high"] < 0]
     if above.empty and below.empty:

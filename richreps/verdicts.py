@@ -156,7 +156,8 @@ def range_keep_rule(
     if missing:
         return False, missing
     if ceiling_seeds < CEILING_SEEDS_MIN:
-        return False, f"ceiling from {ceiling_seeds} seeds (needs {CEILING_SEEDS_MIN})"
+        seeds = f"{ceiling_seeds} seed" + ("" if ceiling_seeds == 1 else "s")
+        return False, f"ceiling from {seeds} (needs {CEILING_SEEDS_MIN})"
     if not plateaued:
         return False, "ceiling still rising: the best validation export is the last one"
     if ceiling - floor < RANGE_MIN:

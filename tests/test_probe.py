@@ -334,3 +334,15 @@ def test_a_probe_sample_differs_across_seed_sets_and_repeats_within_one(task):
         )
 
     assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(0), draw(1))
+
+
+def test_an_lbfgs_fit_stopped_by_its_caps_is_never_reported_converged():
+    """torch's L-BFGS stops at max_iter iterations or at 5/4 as many function evaluations, whichever
+    comes first; both are caps. Three iterations cannot fit this problem to tolerance."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (300,), generator=g)
+    x = torch.randn(300, 40, generator=g) + torch.nn.functional.one_hot(y, 40).float()
+    sets = [features.FeatureSet(x.half(), y)] * 3
+    r = probe.fast_probe(*sets, grid=[0.01, 0.0], max_iter=3, solver=probe.FULL_BATCH)
+    assert r.converged and not any(r.converged.values())
+    assert probe.fast_probe(*sets, grid=[0.01], max_iter=500, solver=probe.FULL_BATCH).converged[0.01]

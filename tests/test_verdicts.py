@@ -170,15 +170,19 @@ def test_the_mixture_is_calibrated_against_its_bayes_accuracy():
 # ---------------------------------------------------------------- beyond the paper: budgets and trajectories
 
 
-def sweep_long(gains: dict[int, list[float]], task: str = "color") -> pd.DataFrame:
-    """Sweep rows: per budget and seed set, CAT1 at 0.6 and CAT5 at 0.6 + the given gain."""
+def sweep_long(gains: dict[int, list[float]], task: str = "color", wide: float | None = None) -> pd.DataFrame:
+    """Sweep rows: per budget and seed set, CAT1 at 0.6 and CAT5 at 0.6 + the given gain (and WIDE1 at
+    `wide` when given)."""
     rows = []
+    reps = [("CAT1", 1, 0.6), ("CAT5", 5, None), *([("WIDE1", 1, wide)] if wide is not None else [])]
     for b, diffs in gains.items():
         for k, d in enumerate(diffs):
-            for n, acc in ((1, 0.6), (5, 0.6 + d)):
+            for method, n, acc in reps:
+                acc = 0.6 + d if acc is None else acc
                 rows.append(
-                    {"budget": b, "replicate": k, "n": n, "task": task, "shots": "all", "test_acc": acc}
-                )
+                    {"budget": b, "replicate": k, "method": method, "n": n, "task": task, "shots": "all",
+                     "test_acc": acc}
+                )  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -188,6 +192,18 @@ def test_budget_gains_are_paired_intervals_per_budget():
     assert row["gain"] == pytest.approx(2.0) and row["n_max"] == 5 and row["sets"] == 3
     assert (row["low"], row["high"]) == pytest.approx(verdicts.paired_interval([1.0, 3.0, 2.0])[1:3])
     assert gains.set_index("budget").loc[400, "low"] < 0
+
+
+def test_budget_gains_set_catmax_minus_wide1_beside_catmax_minus_cat1_at_each_budget():
+    gains = sweep.budget_gains(sweep_long({100: [0.01, 0.03, 0.02]}, wide=0.63)).set_index("budget")
+    assert gains.loc[100, "gain vs WIDE1"] == pytest.approx(-1.0) and gains.loc[100, "gain"] == pytest.approx(
+        2.0
+    )
+    assert gains.loc[100, "WIDE1"] == pytest.approx(0.63) and gains.loc[100, "CAT1"] == pytest.approx(0.6)
+    assert "CAT5 - WIDE1 by budget = 100: -1.0" in "\n".join(
+        sweep.sweep_lines(gains.reset_index(), ["color"])
+    )
+    assert "gain vs WIDE1" not in sweep.budget_gains(sweep_long({100: [0.01, 0.03]}))
 
 
 def test_sweep_lines_say_when_no_budget_shows_an_effect_and_where_one_does():

@@ -39,12 +39,13 @@ def test_a_widened_recipe_on_another_arch_is_a_one_line_error(tmp_path):
 
 
 def test_wide1_trains_cat1s_steps_with_a_seed_no_other_run_uses():
-    plans = budget.replicate_plans(270, 300, [2, 5], "shared-prefix", [0, 1, 2, 3, 4], 3, 5, [100], [25])
-    wide = budget.wide_plans(plans, 300)
+    plans = budget.replicate_plans(270, 300, [2, 5], "shared-prefix", [0, 1, 2, 3, 4], 3, 5, [100, 200], [25])
+    wide = budget.wide_plans(plans, 300)  # budget 100 is left out (CAT5 members of 18 steps < 5 x 5)
     seeds = [p.runs[0].seed for p in wide]
     assert seeds == [50, 150, 250] and len(set(seeds)) == len(seeds)
     assert not set(seeds) & {r.seed for p in plans for r in p.runs}
-    assert all(p.cats == {1: [(s, 300)]} and p.runs[0].exports == [300] for s, p in zip(seeds, wide))
+    assert all(p.cats == {1: [(s, 300)]} and p.runs[0].exports == [200, 300] for s, p in zip(seeds, wide))
+    assert all(p.sweep == {200: {1: [(s, 200)]}} for s, p in zip(seeds, wide))  # CATmax - WIDE1 by budget
 
 
 def test_wide1_refuses_a_seed_that_another_run_uses():
@@ -60,8 +61,9 @@ def test_the_plan_records_wide1_in_its_own_recipe_folder(tmp_path):
     recipe, run_dir, ms = launch.read_wide(tmp_path)
     assert recipe == wide_recipe and run_dir == tmp_path / wide_recipe.tag() != tmp_path / SMALL.tag()
     assert ms == [(50, 300), (150, 300)]
+    assert launch.read_wide_sweeps(tmp_path)[2] == [{}, {}]  # no sweep budget: WIDE1 at CAT1's steps only
     launch.write_plan(tmp_path, SMALL, plans)  # wide_control false: no WIDE1 recorded
-    assert launch.read_wide(tmp_path) is None
+    assert launch.read_wide(tmp_path) is None and launch.read_wide_sweeps(tmp_path) is None
 
 
 def test_a_wide_member_loads_wide_and_an_old_file_without_the_key_loads_narrow(tmp_path):
