@@ -472,4 +472,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "LOCAL_RANK" in os.environ:  # a torchrun worker: every file is written and closed by now. Skip the
+        # interpreter's finalization, where gloo's worker threads can abort the process after a finished
+        # run (seen once here: "terminate called without an active exception"; pytorch/pytorch#179291)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
