@@ -141,10 +141,10 @@ def contrasts(
     settings = [(main_value, long), *pd.DataFrame(rows).groupby(key, sort=True)]
     out = []
     for value, table in settings:
-        full = table[table["shots"].astype(str) == "all"]
+        full = verdicts.all_labels(table)
         acc = full.groupby(["method", "task", "replicate"])["test_acc"].mean()  # per seed set
         have = set(acc.index.droplevel("replicate"))
-        n_max = int(full.loc[full["method"].str.match(r"^CAT\d"), "n"].max())
+        n_max = verdicts.largest_cat(full)
         cat = f"CAT{n_max}"
         for task in [verdicts.IID, *tasks]:
             row = {"target": task, "kept": None if kept is None else task in kept, key: value}

@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from richreps.verdicts import WIDE1, paired_interval
-
-
-def _full(long: pd.DataFrame) -> pd.DataFrame:
-    return long[long["shots"].astype(str) == "all"]
+from richreps.verdicts import WIDE1, all_labels, largest_cat, paired_interval
 
 
 def budget_gains(long: pd.DataFrame) -> pd.DataFrame:
     """Per budget and target: CATmax - CAT1 in points, mean and 95 % paired t interval over seed sets,
     and CATmax - WIDE1 beside it where WIDE1 was exported at that budget."""
-    full = _full(long)
+    full = all_labels(long)
     rows = []
     for (budget, task), g in full.groupby(["budget", "task"], sort=True):
         per_set = g.pivot_table(index="replicate", columns="method", values="test_acc")
-        n_max = int(g.loc[g["method"].str.match(r"^CAT\d"), "n"].max())
+        n_max = largest_cat(g)
         cat = f"CAT{n_max}"
         mean, lo, hi, sets = paired_interval((per_set[cat] - per_set["CAT1"]) * 100)
         row = {
@@ -61,7 +57,7 @@ def budget_gains(long: pd.DataFrame) -> pd.DataFrame:
 
 def trajectory_table(long: pd.DataFrame) -> pd.DataFrame:
     """Per step and target: CAT1's probe accuracy (%), mean and 95 % t interval over seed sets."""
-    full = _full(long)
+    full = all_labels(long)
     rows = []
     for (step, task), g in full.groupby(["steps_per_member", "task"], sort=True):
         mean, lo, hi, sets = paired_interval(g["test_acc"] * 100)

@@ -70,11 +70,13 @@ def paired_interval(diffs, confidence: float = CONFIDENCE) -> tuple[float, float
     return mean, mean - half, mean + half, n
 
 
-def _full(long: pd.DataFrame) -> pd.DataFrame:
+def all_labels(long: pd.DataFrame) -> pd.DataFrame:
+    """The rows probed on all labelled examples (not the few-shot ones)."""
     return long[long["shots"].astype(str) == "all"]
 
 
-def _n_max(full: pd.DataFrame) -> int:
+def largest_cat(full: pd.DataFrame) -> int:
+    """CATmax's n: the largest CAT (trained or untrained) in a long table."""
     return int(full.loc[full["method"].str.match(r"^(?:untrained )?CAT\d"), "n"].max())
 
 
@@ -86,8 +88,8 @@ def _per_set(full: pd.DataFrame, method: str) -> pd.DataFrame:
 def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd.DataFrame:
     """Per target (fractions): chance, the floors, the ceiling with its seeds and plateau flag, trained
     CAT1, CATmax and WIDE1, kept and why not (the keep rule of this module's docstring)."""
-    full = _full(long)
-    n_max = _n_max(full)
+    full = all_labels(long)
+    n_max = largest_cat(full)
     means = full.groupby(["task", "method"])["test_acc"].mean().unstack("method")
     chance = full.groupby("task")["chance"].first() if "chance" in full else pd.Series(dtype=float)
     direct = full[full["method"] == DIRECT]
@@ -216,7 +218,7 @@ def _keep(task: str, floor: float, row: dict, plateau_recorded: bool) -> tuple[b
 
 def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:
     """Every CATn - CAT1 per target, in points: mean and 95 % paired t interval over seed sets."""
-    full = _full(long)
+    full = all_labels(long)
     base = _per_set(full, CAT1)
     rows = []
     for n in sorted(full.loc[full["method"].str.match(r"^CAT\d") & (full["n"] > 1), "n"].unique()):
@@ -261,8 +263,8 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
     """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - CAT1,
     trained - untrained CATmax; the primary contrast's p-value, Holm-adjusted over the kept targets;
     the verdict, and the verdict after Holm."""
-    full = _full(long)
-    n_max = _n_max(full)
+    full = all_labels(long)
+    n_max = largest_cat(full)
     top = _per_set(full, f"CAT{n_max}")
     gain = (top - _per_set(full, CAT1)).dropna() * 100
     vs_random = (top - _per_set(full, f"untrained CAT{n_max}")).dropna() * 100
