@@ -158,7 +158,7 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
         f"ceilings: direct training, {direct_sets} seeds x {v['direct_steps']} steps per target", flush=True
     )
     rows += experiment.ceilings(recipe, tasks, v["direct_steps"], v["direct_train_size"], sizes, direct_sets,
-                                out_dir / "direct", equal_labels=v["direct_equal_labels"], equal_steps=v["direct_equal_steps"], device=device)  # fmt: skip
+                                project_path(v["direct_dir"]) if v.get("direct_dir") else out_dir / "direct", equal_labels=v["direct_equal_labels"], equal_steps=v["direct_equal_steps"], device=device)  # fmt: skip
     long = pd.DataFrame(rows)
     write_table(long, out_dir, "00_calibration_long", index=False)
     table = verdicts.calibration(long, experiment.bayes_ceilings(recipe))

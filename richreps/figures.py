@@ -286,6 +286,27 @@ def plot_budget_sweep(gains: pd.DataFrame, kept: list[str]) -> plt.Figure:
     return fig
 
 
+def plot_map(table: pd.DataFrame, kept: list[str], contrast: str) -> plt.Figure:
+    """The map (`regimes.table`): CATmax - `contrast` (WIDE1 or CAT1) in points with 95 % paired intervals
+    against the budget, one panel per pretraining pool, one line per target (kept ones solid)."""
+    from richreps.regimes import CONTRASTS
+
+    y, lo, hi = CONTRASTS[contrast]
+    pools = list(dict.fromkeys(table.sort_values("pool_size")["pool"]))
+    fig, axes = plt.subplots(1, len(pools), figsize=(4.2 * len(pools) + 1.5, 3.6), sharey=True, squeeze=False)
+    n = int(table["n_max"].max())
+    for ax, pool in zip(axes[0], pools):
+        _intervals(ax, table[table["pool"] == pool].dropna(subset=[y]), "budget", y, kept, lo, hi)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set(xlabel="budget: CAT1's steps", title=pool)
+        if ax is not axes[0][-1]:
+            ax.get_legend().remove()
+    axes[0][0].set_ylabel(f"CAT{n} - {contrast} (points)")
+    fig.suptitle(f"the map: CAT{n} - {contrast} by budget and pretraining pool")
+    fig.tight_layout()
+    return fig
+
+
 def plot_trajectory(traj: pd.DataFrame, kept: list[str]) -> plt.Figure:
     """Each target's probe accuracy along CAT1's run (mean and 95 % interval over seed sets)."""
     fig, ax = plt.subplots(figsize=(7, 3.6))

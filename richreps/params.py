@@ -99,6 +99,14 @@ def cross_key_errors(values: dict) -> list[str]:
             f"key 'ablate_label_smoothing' lists {values['label_smoothing']}, key 'label_smoothing' itself: "
             "nothing to compare"
         )
+    pools = values.get("map_pools") or []
+    if values.get("train_size") in pools or len(set(pools)) < len(pools):
+        errors.append(  # else notebook 03 refuses it after notebooks 01 and 02 have run
+            f"key 'map_pools' {list(pools)} lists a size twice or key 'train_size' {values.get('train_size')} "
+            "itself (the main run's sweep is the map's first pool)"
+        )
+    if pools and not values.get("sweep_budgets"):
+        errors.append("key 'map_pools' needs key 'sweep_budgets': the map is the budget sweep on each pool")
     errors += _plan_errors(values)
     sizes, tasks = values.get("probe_sizes"), values.get("probe_tasks")
     if sizes and tasks and values.get("cue_probes", True) and min(sizes) < N_CLASSES_MAX:

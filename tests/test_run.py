@@ -99,7 +99,7 @@ def test_only_selects_by_prefix(tmp_path, book):
         run.notebooks_in(book, ["07"])
 
 
-@pytest.mark.parametrize("name", ["smoke", "laptop", "small", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "laptop", "laptop_map", "small", "paper"])
 def test_shipped_params_files_validate(name):
     declared = {nb: run.declared_parameters(nb) for nb in NOTEBOOKS}
     params = run.load_params(ROOT / "params" / f"{name}.yaml")

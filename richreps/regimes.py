@@ -1,0 +1,209 @@
+"""The map of regimes (issue 19): the budget sweep (CAT1, CATmax and WIDE1 at every sweep budget) repeated
+on other pretraining pools, so that CATmax - CAT1 and CATmax - WIDE1 are seen against the pool's size
+(epochs) and how far past CAT1's plateau the budget goes.
+
+    pools = regimes.plan(recipe, map_pools, params, wide=True)         # notebook 03
+    regimes.write(output_dir / "pretrain", pools)
+    wall = regimes.train(pools, output_dir / "pretrain", extra, "local", nproc=1)
+    rows = regimes.probe(output_dir / "pretrain", tasks, sizes, grid, cache)   # notebook 04
+    table = regimes.table(swept, rows, recipe.train_size)    # the main run's sweep is one pool of the map
+
+The main run's own pool (its `train_size`) is the map's first pool: its sweep is notebook 03's. Every
+other pool (0: a fresh sample every step) gets its own folder `pretrain/pool-<size>` with the plan file
+notebook 03 writes for the main run (`launch.write_plan`), so the sweep's readers and probes are the main
+run's, unchanged. A pool keeps the main plan's seeds: seed set k starts from the same initialisations
+in every pool and differs only in the data it sees.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from richreps import budget, launch
+from richreps.budget import Plan
+from richreps.config import Recipe
+from richreps.io import write_json
+
+FILE = "pools.json"  # beside notebook 03's plan file: the pools of this run, in order
+CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
+
+
+@dataclass(frozen=True)
+class Pool:
+    size: int  # images in the pretraining pool; 0: a fresh sample every step
+    recipe: Recipe
+    plans: list[Plan]  # per seed set: CAT1 and CATmax at the sweep budgets, the main plan's seeds
+    wide_recipe: Recipe | None
+    wide_plans: list[Plan]
+
+    @property
+    def folder(self) -> str:
+        return f"pool-{self.size}"
+
+
+def pool_name(size: int) -> str:
+    """How a pool is named in tables and figures."""
+    return "fresh stream" if size == 0 else f"pool of {size:,}"
+
+
+def plan(recipe: Recipe, sizes: list[int], params: Mapping, wide: bool) -> list[Pool]:
+    """One pool per size in `sizes` (`map_pools`); `params` are notebook 03's parameter values. The main
+    run's own `train_size` is refused: its sweep is already the map's first pool."""
+    if not sizes:
+        return []
+    if not params.get("sweep_budgets"):
+        raise ValueError("map_pools needs sweep_budgets: the map is the budget sweep on each pool")
+    n_max = max(params["cat_sizes"])
+    plans = budget.plans_from_params({**params, "cat_sizes": [n_max], "trajectory_steps": []})
+    out = []
+    for size in sizes:
+        if size == recipe.train_size or sizes.count(size) > 1:
+            raise ValueError(
+                f"map_pools: {size} is listed twice or is train_size itself (the main run's sweep)"
+            )
+        changed = recipe.replace(train_size=size)
+        wide_recipe = changed.replace(last_mult=n_max) if wide else None
+        wide_plans = budget.wide_plans(plans, params["baseline_steps"]) if wide else []
+        out.append(Pool(size, changed, plans, wide_recipe, wide_plans))
+    return out
+
+
+def write(pretrain_dir: str | Path, pools: list[Pool]) -> Path:
+    """Each pool's plan file in its own folder, and the list of this run's pools (empty when none, so that
+    an earlier run's pool folders are not read as this run's)."""
+    for p in pools:
+        wide = (p.wide_recipe, p.wide_plans) if p.wide_recipe is not None else None
+        launch.write_plan(Path(pretrain_dir) / p.folder, p.recipe, p.plans, wide)
+    return write_json(Path(pretrain_dir) / FILE, [{"size": p.size, "folder": p.folder} for p in pools])
+
+
+def train(
+    pools: list[Pool],
+    pretrain_dir: str | Path,
+    extra: list[str],
+    mode: str,
+    nproc: int,
+    nodes: int = 1,
+    slurm: launch.SlurmSettings | None = None,
+) -> list[dict]:
+    """Train (or submit, or find) every pool's runs, as `launch.launch_plans` does the main plan's."""
+    wall = []
+    for p in pools:
+        folder = Path(pretrain_dir) / p.folder
+        wall += launch.launch_plans(
+            p.plans, folder / p.recipe.tag(), p.recipe, extra, mode, nproc, nodes, slurm
+        )
+        if p.wide_recipe is not None:
+            wide_dir = folder / p.wide_recipe.tag()
+            wall += launch.launch_plans(
+                p.wide_plans, wide_dir, p.wide_recipe, extra, mode, nproc, nodes, slurm
+            )
+    return wall
+
+
+def probe(
+    pretrain_dir: str | Path,
+    tasks: list[str],
+    sizes: dict[str, int],
+    grid: list[float],
+    cache: str | Path,
+    device: str = "cpu",
+) -> list[dict]:
+    """Every pool's sweep probed as notebook 04 probes the main run's (`experiment.probe_extras`); each
+    row carries its pool's size. No file or no pool: no rows."""
+    from richreps import experiment
+
+    path = Path(pretrain_dir) / FILE
+    rows: list[dict] = []
+    for rec in json.loads(path.read_text()) if path.exists() else []:
+        folder = Path(pretrain_dir) / rec["folder"]
+        recipe, run_dir, _ = launch.read_plan(folder)
+        sweeps, _ = launch.read_extras(folder)
+        breps = experiment.budget_representations(sweeps, run_dir, recipe, launch.read_wide_sweeps(folder))
+        swept, _ = experiment.probe_extras(breps, {}, recipe, tasks, sizes, grid, cache, device)
+        rows += [{**r, "pool": rec["size"]} for r in swept]
+    return rows
+
+
+def table(main_swept: list[dict], rows: list[dict], main_pool: int) -> pd.DataFrame:
+    """The map: `sweep.budget_gains` per pool (the main run's sweep first, as pool `main_pool`), with the
+    pool's size and name in front."""
+    from richreps.sweep import budget_gains
+
+    long = pd.concat([pd.DataFrame(main_swept).assign(pool=main_pool), pd.DataFrame(rows)], ignore_index=True)
+    parts = []
+    for size, g in long.groupby("pool", sort=False):
+        gains = budget_gains(g.drop(columns="pool"))
+        gains.insert(0, "pool", pool_name(int(size)))
+        gains.insert(0, "pool_size", int(size))
+        parts.append(gains)
+    return pd.concat(parts, ignore_index=True)
+
+
+def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
+    """One plain sentence on one contrast of the map (`contrast`: WIDE1 or CAT1), whatever its direction:
+    how many (pool, budget, kept target) cells have their 95 % interval above 0, below 0 or across it, and
+    the same counts at the smallest and the largest budget."""
+    mean, low, high = CONTRASTS[contrast]
+    cells = table[table["target"].isin(kept)].dropna(subset=[mean]) if mean in table else table.iloc[0:0]
+    if cells.empty:
+        return [f"- CATmax - {contrast}: not measured on any kept target in this run."]
+    cat = f"CAT{int(cells['n_max'].max())}"
+
+    def counts(df: pd.DataFrame) -> str:
+        return (
+            f"above 0 in {int((df[low] > 0).sum())}, below 0 in {int((df[high] < 0).sum())}, "
+            f"0 inside in {int(((df[low] <= 0) & (df[high] >= 0)).sum())} of {len(df)}"
+        )
+
+    first, last = cells["budget"].min(), cells["budget"].max()
+    worst, best = cells.loc[cells[mean].idxmin()], cells.loc[cells[mean].idxmax()]
+    return [
+        f"- **{cat} - {contrast}** over {cells['pool'].nunique()} pools x {cells['budget'].nunique()} budgets x "
+        f"{cells['target'].nunique()} kept targets: the 95 % interval is {counts(cells)} cells; at budget "
+        f"{first}: {counts(cells[cells['budget'] == first])}; at budget {last}: "
+        f"{counts(cells[cells['budget'] == last])}. Largest {best[mean]:+.1f} points ({best['target']}, "
+        f"{best['pool']}, budget {best['budget']}); smallest {worst[mean]:+.1f} ({worst['target']}, "
+        f"{worst['pool']}, budget {worst['budget']})."
+    ]
+
+
+FIGURES = {"WIDE1": "04_map_vs_wide1", "CAT1": "04_map_vs_cat1"}  # one figure per contrast
+
+
+def write_outputs(out_dir: str | Path, table: pd.DataFrame | None, kept: list[str]) -> list[str]:
+    """tables/04_map.{csv,md} and one figure per contrast (budget on x, one panel per pool), or their
+    removal when this run has no map (no stale table or figure). Returns the figures' names."""
+    from richreps import figures, io
+
+    out = Path(out_dir)
+    if table is None:
+        for stem in ["04_map", *FIGURES.values()]:
+            for path in [*(out / "tables").glob(f"{stem}.*"), *(out / "figures").glob(f"{stem}.*")]:
+                path.unlink()
+        return []
+    io.write_table(table, out, "04_map", index=False)
+    saved = []
+    for contrast, name in FIGURES.items():
+        if CONTRASTS[contrast][0] in table and table[CONTRASTS[contrast][0]].notna().any():
+            figures.save(figures.plot_map(table, kept, contrast), out, name)
+            saved.append(name)
+    return saved
+
+
+def saved_lines(out_dir: str | Path) -> dict[str, list[str]] | None:
+    """Per figure name, its sentence, from the tables notebook 04 wrote (`04_map`, and the kept targets of
+    `04_calibration`), for notebook 05 and the report; None when this run has no map."""
+    tables = Path(out_dir) / "tables"
+    if not (tables / "04_map.csv").exists():
+        return None
+    table = pd.read_csv(tables / "04_map.csv")
+    calib_path = tables / "04_calibration.csv"
+    calib = pd.read_csv(calib_path, index_col=0) if calib_path.exists() else None
+    kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+    return {name: map_lines(table, kept, contrast) for contrast, name in FIGURES.items()}

@@ -1,0 +1,84 @@
+"""The map of regimes (issue 19): notebook 03 repeats the budget sweep on other pretraining pools (a fresh
+stream among them), notebook 04 probes every pool's sweep and draws one figure per contrast, one panel
+per pool."""
+
+import pandas as pd
+import pytest
+
+from richreps import regimes
+from richreps.config import Recipe
+
+TINY = Recipe(width=4, global_batch=16, train_size=256, val_size=64, bn_batches=1, warmup_steps=0)
+PARAMS = {  # notebook 03's values that the plans read
+    "total_steps": 8, "baseline_steps": 5, "cat_sizes": [2, 4], "plan_mode": "shared-prefix",
+    "seeds": [0, 1, 2, 3], "seed_sets": 2, "warmup_steps": 0, "sweep_budgets": [5, 10], "trajectory_steps": [2],
+}  # fmt: skip
+
+
+def test_a_pool_changes_only_the_pretraining_set_and_keeps_the_main_seeds_and_sweep():
+    fresh, big = regimes.plan(TINY, [0, 512], PARAMS, wide=True)
+    assert fresh.recipe == TINY.replace(train_size=0) and big.recipe == TINY.replace(train_size=512)
+    assert big.wide_recipe == big.recipe.replace(last_mult=4) and fresh.folder == "pool-0"
+    assert [sorted(p.sweep) for p in fresh.plans] == [[5, 10], [5, 10]]
+    assert fresh.plans[1].sweep[10][4] == [(100, 4), (101, 4), (102, 4), (103, 4)]  # the main plan's seeds
+    assert set(fresh.plans[0].cats) == {1, 4} and not fresh.plans[0].trajectory
+    assert [sorted(p.sweep) for p in fresh.wide_plans] == [[5, 10], [5, 10]]
+    assert regimes.pool_name(0) == "fresh stream" and regimes.pool_name(5000) == "pool of 5,000"
+
+
+@pytest.mark.parametrize("sizes", [[256], [0, 0]])
+def test_the_main_runs_own_pool_or_a_pool_twice_is_refused(sizes):
+    with pytest.raises(ValueError, match="map_pools: .* listed twice or is train_size itself"):
+        regimes.plan(TINY, sizes, PARAMS, wide=False)
+
+
+def test_a_map_needs_a_sweep():
+    with pytest.raises(ValueError, match="map_pools needs sweep_budgets"):
+        regimes.plan(TINY, [0], {**PARAMS, "sweep_budgets": []}, wide=False)
+
+
+def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_pool_named(tmp_path):
+    pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1}, wide=True)
+    regimes.write(tmp_path, pools)
+    regimes.train(pools, tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
+    sizes = {"train": 40, "val": 20, "test": 20}
+    rows = regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
+    assert {(r["method"], r["budget"]) for r in rows if r["task"] == "color"} == {
+        (m, b) for m in ("CAT1", "CAT4", "WIDE1") for b in (5, 10)
+    }
+    assert {r["pool"] for r in rows} == {0}
+    regimes.write(tmp_path, [])  # a later run without a map reads no pool of an earlier one
+    assert regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache") == []
+
+
+def _swept(gain: float, pool: int | None = None) -> list[dict]:
+    """Sweep rows of three seed sets at budgets 3 and 5: CAT4 `gain` above CAT1, WIDE1 at CAT1's level."""
+    rows = []
+    for budget in (3, 5):
+        for k in range(3):
+            for method, n, acc in (("CAT1", 1, 0.5 + 0.01 * k), ("CAT4", 4, 0.5 + 0.01 * k + gain),
+                                   ("WIDE1", 1, 0.5 + 0.01 * k)):  # fmt: skip
+                row = {"replicate": k, "method": method, "n": n, "task": "color", "shots": "all",
+                       "test_acc": acc, "budget": budget}  # fmt: skip
+                rows.append(row if pool is None else {**row, "pool": pool})
+    return rows
+
+
+def test_the_map_sets_the_main_sweep_beside_each_pool_and_one_sentence_counts_each_contrast(tmp_path):
+    table = regimes.table(_swept(0.1), _swept(-0.1, pool=0), main_pool=256)
+    assert list(dict.fromkeys(table["pool"])) == ["pool of 256", "fresh stream"]
+    by = table.set_index(["pool_size", "budget"])
+    assert by.loc[(256, 3), "gain"] == pytest.approx(10.0) and by.loc[
+        (0, 5), "gain vs WIDE1"
+    ] == pytest.approx(-10.0)
+    (line,) = regimes.map_lines(table, ["color"], "WIDE1")
+    assert "CAT4 - WIDE1** over 2 pools x 2 budgets x 1 kept targets" in line
+    assert "above 0 in 2, below 0 in 2, 0 inside in 0 of 4 cells" in line
+    assert regimes.map_lines(table, [], "CAT1") == [
+        "- CATmax - CAT1: not measured on any kept target in this run."
+    ]
+    assert regimes.write_outputs(tmp_path, table, ["color"]) == ["04_map_vs_wide1", "04_map_vs_cat1"]
+    pd.DataFrame({"kept": [True]}, index=["color"]).to_csv(tmp_path / "tables" / "04_calibration.csv")
+    assert list(regimes.saved_lines(tmp_path)) == ["04_map_vs_wide1", "04_map_vs_cat1"]
+    regimes.write_outputs(tmp_path, None, [])  # a run without a map leaves no map of an earlier run
+    assert not list(tmp_path.glob("*/04_map*")) and regimes.saved_lines(tmp_path) is None
