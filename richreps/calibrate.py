@@ -143,8 +143,8 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
     recipe, n_max, device = config.recipe_from_params(v), max(v["cat_sizes"]), default_device()
     sets = list(range(v["seed_sets"]))
     reps = experiment.untrained_controls(recipe, n_max, sets, out_dir / "untrained")
-    if v["wide_control"] and recipe.arch == "small_cnn":
-        wide = recipe.replace(last_mult=n_max)
+    wide = config.wide_recipe_from_params(v)
+    if wide is not None:
         reps = {k: [*rs, experiment.untrained_wide(wide, k, out_dir / "untrained")] for k, rs in reps.items()}
     sizes = dict(zip(("train", "val", "test"), v["probe_sizes"]))
     tasks, cache = v["probe_tasks"], out_dir / "feature_cache"

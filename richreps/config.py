@@ -244,3 +244,12 @@ def recipe_from_params(values: Mapping) -> Recipe:
     `python -m richreps.calibrate --params`, so the calibration's direct-training runs are the ones
     notebook 04 finds current and reuses."""
     return Recipe(**{field: values[key] for key, field in RECIPE_PARAMS.items()})
+
+
+def wide_recipe_from_params(values: Mapping) -> Recipe | None:
+    """WIDE1's recipe (the members' recipe with its last stage CATmax times wider) when notebook 03's
+    `wide_control` asks for it and the architecture has a widened last stage (small_cnn); else None.
+    One rule for notebook 03, `python -m richreps.calibrate --params` and the resource plan."""
+    if not values.get("wide_control") or values["arch"] != "small_cnn":
+        return None
+    return recipe_from_params(values).replace(last_mult=max(values["cat_sizes"]))

@@ -196,6 +196,22 @@ def write_outputs(out_dir: str | Path, table: pd.DataFrame | None, kept: list[st
     return saved
 
 
+def compact(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
+    """The map as one row per (pool, budget) and one column per kept target and contrast:
+    'mean [low, high]' in points (`verdicts.fmt_interval`), for the report."""
+    from richreps.verdicts import fmt_interval
+
+    rows = []
+    for (_, pool, steps), g in table.groupby(["pool_size", "pool", "budget"], sort=True):
+        row = {"pool": pool, "budget": int(steps)}
+        for _, r in g[g["target"].isin(kept)].iterrows():
+            for contrast, (mean, low, high) in CONTRASTS.items():
+                if mean in r:
+                    row[f"{r['target']} vs {contrast}"] = fmt_interval(r[mean], r[low], r[high])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def saved_lines(out_dir: str | Path) -> dict[str, list[str]] | None:
     """Per figure name, its sentence, from the tables notebook 04 wrote (`04_map`, and the kept targets of
     `04_calibration`), for notebook 05 and the report; None when this run has no map."""

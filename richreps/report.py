@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from richreps import aggregate, sweep, verdicts
+from richreps import aggregate, regimes, sweep, verdicts
 from richreps.evidence import load_table
 from richreps.io import project_path, to_markdown, write_text
 
@@ -88,6 +88,18 @@ def regime_lines(p: dict) -> list[str]:
         f"- Pretraining data: {data}.",
         f"- {past}.",
         f"- Members at a share of CAT1's steps: {shares}.",
+    ]
+
+
+def _map_note(p: dict) -> list[str]:
+    """A map run (`map_pools`) is descriptive by the plan: its main-budget verdicts are shown, not judged."""
+    if not p.get("map_pools"):
+        return []
+    pools = ", ".join(regimes.pool_name(s) for s in [p.get("train_size", 0), *p["map_pools"]])
+    return [
+        f"- This run is the map of regimes (pools: {pools}; {p.get('seed_sets')} seed sets). The plan makes the "
+        "map descriptive: the verdicts above repeat the main study's contrasts at its main budget and are read "
+        "as a replication, not as the plan's verdicts."
     ]
 
 
@@ -253,6 +265,30 @@ def _beyond(out: Path) -> list[str]:
     return lines
 
 
+def _map(out: Path) -> list[str]:
+    """The map of regimes: its two figures, one sentence each, and its cells (notebook 04's `04_map`)."""
+    sentences = regimes.saved_lines(out)
+    if sentences is None:
+        return ["- Not run: notebook 03's `map_pools` is empty."]
+    calib = _table(out, "04_calibration", index_col=0)
+    kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+    lines = [
+        "The budget sweep repeated on each pretraining pool; descriptive (results/PLAN.md): 95 % paired t "
+        "intervals over seed sets, no verdicts. One figure per contrast, one panel per pool.",
+        "",
+    ]
+    for name, sentence in sentences.items():
+        if (out / "figures" / f"{name}.png").exists():
+            lines += [f"![{name}](figures/{name}.png)", "", *sentence, ""]
+    cells = regimes.compact(_table(out, "04_map"), kept)
+    return [
+        *lines,
+        "Every cell (points, kept targets; `color vs WIDE1` is CATmax - WIDE1 on color):",
+        "",
+        to_markdown(cells, index=False),
+    ]
+
+
 def _ablation(out: Path) -> list[str]:
     table = _table(out, "04_ablation")
     if table is None:
@@ -312,6 +348,7 @@ def write_report(out_dir: str | Path) -> Path:
         "",
         *plan_lines(_recorded_plan(out)),
         *regime_lines(_parameters(out)),
+        *_map_note(_parameters(out)),
         "",
         *_manifest(out),
         "",
@@ -326,6 +363,10 @@ def write_report(out_dir: str | Path) -> Path:
         "## Beyond the paper: where TIME-CONCAT helps (notebook 04)",
         "",
         *_beyond(out),
+        "",
+        "## The map of regimes (notebook 04)",
+        "",
+        *_map(out),
         "",
         "## Ablation: label smoothing (notebook 04)",
         "",

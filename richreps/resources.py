@@ -8,7 +8,8 @@ documentation), so the plan needs no data; the runner counts an ImageNet folder'
 one is given (its file names only, no `stat`), so that a small test folder is not planned as 1.28M
 images. Disk is counted as the files are written: float32 member weights, training checkpoints with
 schedule-free AdamW's two state tensors per weight (the last two kept, plus the final state), and the
-feature cache's float16 features and int64 labels per member and image.
+feature cache's float16 features and int64 labels per member and image. Every run notebook 03 trains is
+counted (`plan_groups`): the main plan, WIDE1 (wider members), the ablations and the map's pools.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def count_imagenet(root: str | Path) -> dict[str, int]:
     return {"train": train, "test": test, "classes": classes}
 
 
-def model_bytes(arch: str, num_classes: int, width: int) -> tuple[int, int, int]:
+def model_bytes(arch: str, num_classes: int, width: int, last_mult: int = 1) -> tuple[int, int, int]:
     """(bytes of a member's weights and buffers, bytes of its parameters, its feature width), built on
     the meta device: no memory, no initialisation."""
     import torch
@@ -75,10 +76,34 @@ def model_bytes(arch: str, num_classes: int, width: int) -> tuple[int, int, int]
     from richreps.models import build_model
 
     with torch.device("meta"):
-        model = build_model(arch, num_classes, width)
+        model = build_model(arch, num_classes, width, last_mult)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     return state, params, model.feature_dim
+
+
+def plan_groups(values: dict) -> list[tuple[list[budget.Plan], int]]:
+    """Every set of plans notebook 03 trains, each with its members' `last_mult`: the main plan, WIDE1
+    (when `wide_control`), each label-smoothing ablation (`richreps.ablation`) and each pool of the map
+    (`richreps.regimes`), built by the functions notebook 03 calls."""
+    from richreps import ablation, regimes
+    from richreps.config import recipe_from_params, wide_recipe_from_params
+
+    plans = budget.plans_from_params(values)
+    groups = [(plans, 1)]
+    wide = wide_recipe_from_params(values)
+    if wide is not None:
+        groups.append((budget.wide_plans(plans, values["baseline_steps"]), wide.last_mult))
+    recipe = recipe_from_params(values)
+    extra = ablation.plan(
+        recipe, "label_smoothing", values.get("ablate_label_smoothing", []), values, wide is not None
+    )
+    extra += regimes.plan(recipe, values.get("map_pools", []), values, wide is not None)
+    for a in extra:
+        groups.append((a.plans, 1))
+        if a.wide_recipe is not None:
+            groups.append((a.wide_plans, a.wide_recipe.last_mult))
+    return groups
 
 
 def _gb(b: float) -> str:
@@ -91,18 +116,31 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     `sizes` maps a probed dataset to its train / test images and classes (default: `DATASETS`, and an
     ImageNet root's own count where the folder exists)."""
     from richreps import featstore, probe
+    from richreps.config import wide_recipe_from_params
     from richreps.experiment import dataset_roots
     from richreps.io import project_path
 
-    plans = budget.plans_from_params(values)
     n_max = max([1, *values["cat_sizes"]])
-    trained = {(r.seed, s) for p in plans for r in p.runs for s in r.exports}
-    members = len(trained) + n_max * values["seed_sets"]  # plus notebook 04's untrained controls
-    runs = sum(len(p.runs) for p in plans)
-    images = sum(p.training_steps for p in plans) * values["global_batch"]
     cues = values["pretrain_data"] == "cues"
     classes = 10 if cues else 1000  # richreps.data.cues.N_VALUES; ImageNet-1k
-    state, params, dim = model_bytes(values["arch"], classes, values["width"])
+    groups = plan_groups(values)
+    sized = {
+        m: model_bytes(values["arch"], classes, values["width"], m) for m in {1, *(m for _, m in groups)}
+    }
+    # one (weights bytes, parameter bytes, feature width) per member file and per run: WIDE1's are wider
+    member_files = [
+        sized[m] for ps, m in groups for _ in {(r.seed, s) for p in ps for r in p.runs for s in r.exports}
+    ]
+    trained = len(member_files)
+    member_files += [sized[1]] * (n_max * values["seed_sets"])  # notebook 04's untrained controls
+    wide = wide_recipe_from_params(values)
+    member_files += [sized[wide.last_mult]] * values["seed_sets"] if wide is not None else []
+    untrained = len(member_files) - trained
+    run_files = [sized[m] for ps, m in groups for p in ps for _ in p.runs]
+    runs = len(run_files)
+    images = sum(p.training_steps for ps, _ in groups for p in ps) * values["global_batch"]
+    dim = sized[1][2]  # the feature width of one member (CATn: n of them)
+    members = len(member_files)
 
     given = {d: values.get(f"{d}_root", "") for d in DATASETS}
     roots, _ = dataset_roots(given, project_path(values.get("data_dir", "data")))
@@ -115,7 +153,6 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     rows = {n: s["train"] + s["test"] for n, s in probed.items()}
     if cues and values.get("cue_probes", True):
         rows["cue tasks"] = (1 + len(values.get("probe_tasks", []))) * sum(values["probe_sizes"])
-    row_bytes = dim * 2 + 8  # float16 features and an int64 label, per member and image
     rate = float(values.get("images_per_s_per_device", 0.0))
     budget_bytes = featstore.ram_budget()
     res = Resources(
@@ -133,18 +170,18 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
             for n, s in probed.items()
         },
         disk={
-            "members": members * state,
-            "checkpoints": runs * CHECKPOINTS_KEPT * (state + 2 * params),
-            "feature cache": sum(rows.values()) * members * row_bytes,
+            "members": sum(b for b, _, _ in member_files),
+            "checkpoints": sum(CHECKPOINTS_KEPT * (b + 2 * p) for b, p, _ in run_files),
+            "feature cache": sum(rows.values()) * sum(d * 2 + 8 for _, _, d in member_files),
         },
         where={
-            "members": f"{output_dir}/pretrain/recipe-<hash>/members and {output_dir}/untrained",
-            "checkpoints": f"{output_dir}/pretrain/recipe-<hash>/ckpt and .../final",
+            "members": f"{output_dir}/pretrain/[pool-<size>/]recipe-<hash>/members and {output_dir}/untrained",
+            "checkpoints": f"{output_dir}/pretrain/[pool-<size>/]recipe-<hash>/ckpt and .../final",
             "feature cache": f"{output_dir}/feature_cache",
         },
     )
     res.notes = [
-        f"{members} member files ({len(trained)} trained, {n_max * values['seed_sets']} untrained controls), "
+        f"{members} member files ({trained} trained, {untrained} untrained controls), "
         f"{runs} training runs, {images:,} training images; features {dim} per member, CAT{n_max} {n_max * dim}",
         "probed: " + (", ".join(f"{n} {r:,} images" for n, r in rows.items()) or "nothing"),
     ]

@@ -5,7 +5,7 @@ per pool."""
 import pandas as pd
 import pytest
 
-from richreps import regimes
+from richreps import regimes, report
 from richreps.config import Recipe
 
 TINY = Recipe(width=4, global_batch=16, train_size=256, val_size=64, bn_batches=1, warmup_steps=0)
@@ -38,13 +38,13 @@ def test_a_map_needs_a_sweep():
 
 
 def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_pool_named(tmp_path):
-    pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1}, wide=True)
+    pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1, "cat_sizes": [2], "seeds": [0, 1]}, wide=True)
     regimes.write(tmp_path, pools)
     regimes.train(pools, tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
     sizes = {"train": 40, "val": 20, "test": 20}
     rows = regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     assert {(r["method"], r["budget"]) for r in rows if r["task"] == "color"} == {
-        (m, b) for m in ("CAT1", "CAT4", "WIDE1") for b in (5, 10)
+        (m, b) for m in ("CAT1", "CAT2", "WIDE1") for b in (5, 10)
     }
     assert {r["pool"] for r in rows} == {0}
     regimes.write(tmp_path, [])  # a later run without a map reads no pool of an earlier one
@@ -80,5 +80,10 @@ def test_the_map_sets_the_main_sweep_beside_each_pool_and_one_sentence_counts_ea
     assert regimes.write_outputs(tmp_path, table, ["color"]) == ["04_map_vs_wide1", "04_map_vs_cat1"]
     pd.DataFrame({"kept": [True]}, index=["color"]).to_csv(tmp_path / "tables" / "04_calibration.csv")
     assert list(regimes.saved_lines(tmp_path)) == ["04_map_vs_wide1", "04_map_vs_cat1"]
+    cells = regimes.compact(table, ["color"])
+    assert list(cells.columns) == ["pool", "budget", "color vs WIDE1", "color vs CAT1"] and len(cells) == 4
+    section = "\n".join(report._map(tmp_path))  # the report: both figures, a sentence each, every cell
+    assert "![04_map_vs_wide1](figures/04_map_vs_wide1.png)" in section and "| fresh stream | 5 |" in section
     regimes.write_outputs(tmp_path, None, [])  # a run without a map leaves no map of an earlier run
     assert not list(tmp_path.glob("*/04_map*")) and regimes.saved_lines(tmp_path) is None
+    assert report._map(tmp_path) == ["- Not run: notebook 03's `map_pools` is empty."]
