@@ -99,14 +99,6 @@ def cross_key_errors(values: dict) -> list[str]:
             f"key 'ablate_label_smoothing' lists {values['label_smoothing']}, key 'label_smoothing' itself: "
             "nothing to compare"
         )
-    pools = values.get("map_pools") or []
-    if values.get("train_size") in pools or len(set(pools)) < len(pools):
-        errors.append(  # else notebook 03 refuses it after notebooks 01 and 02 have run
-            f"key 'map_pools' {list(pools)} lists a size twice or key 'train_size' {values.get('train_size')} "
-            "itself (the main run's sweep is the map's first pool)"
-        )
-    if pools and not values.get("sweep_budgets"):
-        errors.append("key 'map_pools' needs key 'sweep_budgets': the map is the budget sweep on each pool")
     errors += _plan_errors(values)
     sizes, tasks = values.get("probe_sizes"), values.get("probe_tasks")
     if sizes and tasks and values.get("cue_probes", True) and min(sizes) < N_CLASSES_MAX:
@@ -132,6 +124,15 @@ def _plan_errors(values: dict) -> list[str]:
         budget.plans_from_params(values)
     except ValueError as e:
         return [f"the plan of keys {', '.join(PLAN_KEYS)}: {e}"]
+    from richreps.config import RECIPE_PARAMS, recipe_from_params
+
+    if values.get("map_pools") and set(RECIPE_PARAMS) <= set(values):
+        from richreps import regimes
+
+        try:  # the map's pools, as notebook 03 plans them (a pool it would refuse fails here instead)
+            regimes.plan(recipe_from_params(values), values["map_pools"], values, wide=False)
+        except ValueError as e:
+            return [f"key {e}"]
     return []
 
 

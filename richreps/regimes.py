@@ -52,20 +52,30 @@ def pool_name(size: int) -> str:
 
 
 def plan(recipe: Recipe, sizes: list[int], params: Mapping, wide: bool) -> list[Pool]:
-    """One pool per size in `sizes` (`map_pools`); `params` are notebook 03's parameter values. The main
-    run's own `train_size` is refused: its sweep is already the map's first pool."""
+    """One pool per size in `sizes` (`map_pools`); `params` are notebook 03's parameter values. Refused,
+    naming `map_pools`, before anything trains: the main run's own `train_size` (its sweep is already the
+    map's first pool), a size twice, a pool smaller than one batch, data other than cue images (an
+    ImageNet run has no pool to resize), and a map with no sweep budget left (none given, or all left out
+    by the warmup rule)."""
     if not sizes:
         return []
-    if not params.get("sweep_budgets"):
-        raise ValueError("map_pools needs sweep_budgets: the map is the budget sweep on each pool")
+    why = None
+    if recipe.data != "cues":
+        why = f"pools resize the cue-image pretraining set; pretrain_data is {recipe.data!r}"
+    elif recipe.train_size in sizes or len(set(sizes)) < len(sizes):
+        why = f"lists a size twice or train_size {recipe.train_size} itself (the main run's sweep)"
+    elif any(0 < s < recipe.global_batch for s in sizes):
+        why = f"a pool must hold at least one batch (global_batch {recipe.global_batch})"
     n_max = max(params["cat_sizes"])
     plans = budget.plans_from_params({**params, "cat_sizes": [n_max], "trajectory_steps": []})
+    if why is None and not plans[0].sweep:
+        why = "the map is the budget sweep on each pool, and no sweep budget is left " + (
+            f"(left out: {plans[0].left_out})" if plans[0].left_out else "(sweep_budgets is empty)"
+        )
+    if why is not None:
+        raise ValueError(f"map_pools {list(sizes)}: {why}")
     out = []
     for size in sizes:
-        if size == recipe.train_size or sizes.count(size) > 1:
-            raise ValueError(
-                f"map_pools: {size} is listed twice or is train_size itself (the main run's sweep)"
-            )
         changed = recipe.replace(train_size=size)
         wide_recipe = changed.replace(last_mult=n_max) if wide else None
         wide_plans = budget.wide_plans(plans, params["baseline_steps"]) if wide else []
@@ -120,9 +130,15 @@ def probe(
 
     path = Path(pretrain_dir) / FILE
     rows: list[dict] = []
+    main, _, _ = launch.read_plan(pretrain_dir)
     for rec in json.loads(path.read_text()) if path.exists() else []:
         folder = Path(pretrain_dir) / rec["folder"]
         recipe, run_dir, _ = launch.read_plan(folder)
+        if recipe != main.replace(train_size=rec["size"]):  # a pool of another run, beside this one's plan
+            raise ValueError(
+                f"{folder / launch.PLAN_FILE}: recipe {recipe.tag()} is not the main run's with train_size "
+                f"{rec['size']} ({main.replace(train_size=rec['size']).tag()}); run notebook 03 again"
+            )
         sweeps, _ = launch.read_extras(folder)
         breps = experiment.budget_representations(sweeps, run_dir, recipe, launch.read_wide_sweeps(folder))
         swept, _ = experiment.probe_extras(breps, {}, recipe, tasks, sizes, grid, cache, device)
@@ -182,17 +198,17 @@ def write_outputs(out_dir: str | Path, table: pd.DataFrame | None, kept: list[st
     from richreps import figures, io
 
     out = Path(out_dir)
-    if table is None:
-        for stem in ["04_map", *FIGURES.values()]:
-            for path in [*(out / "tables").glob(f"{stem}.*"), *(out / "figures").glob(f"{stem}.*")]:
-                path.unlink()
-        return []
-    io.write_table(table, out, "04_map", index=False)
     saved = []
-    for contrast, name in FIGURES.items():
-        if CONTRASTS[contrast][0] in table and table[CONTRASTS[contrast][0]].notna().any():
-            figures.save(figures.plot_map(table, kept, contrast), out, name)
-            saved.append(name)
+    if table is not None:
+        io.write_table(table, out, "04_map", index=False)
+        for contrast, name in FIGURES.items():
+            if CONTRASTS[contrast][0] in table and table[CONTRASTS[contrast][0]].notna().any():
+                figures.save(figures.plot_map(table, kept, contrast), out, name)
+                saved.append(name)
+    stale = [*(["04_map"] if table is None else []), *(n for n in FIGURES.values() if n not in saved)]
+    for stem in stale:  # an earlier run's map, or a contrast this run did not measure (no WIDE1)
+        for path in [*(out / "tables").glob(f"{stem}.*"), *(out / "figures").glob(f"{stem}.*")]:
+            path.unlink()
     return saved
 
 

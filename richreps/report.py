@@ -95,11 +95,12 @@ def _map_note(p: dict) -> list[str]:
     """A map run (`map_pools`) is descriptive by the plan: its main-budget verdicts are shown, not judged."""
     if not p.get("map_pools"):
         return []
-    pools = ", ".join(regimes.pool_name(s) for s in [p.get("train_size", 0), *p["map_pools"]])
+    main = [p["train_size"]] if "train_size" in p else []
+    pools = ", ".join(regimes.pool_name(s) for s in [*main, *p["map_pools"]])
     return [
         f"- This run is the map of regimes (pools: {pools}; {p.get('seed_sets')} seed sets). The plan makes the "
-        "map descriptive: the verdicts above repeat the main study's contrasts at its main budget and are read "
-        "as a replication, not as the plan's verdicts."
+        "map descriptive: the verdicts above repeat the main study's contrasts at its main budget on fewer seed "
+        "sets than the plan's 5, and are read as a replication, not as the plan's verdicts; so is any ablation."
     ]
 
 
@@ -269,7 +270,7 @@ def _map(out: Path) -> list[str]:
     """The map of regimes: its two figures, one sentence each, and its cells (notebook 04's `04_map`)."""
     sentences = regimes.saved_lines(out)
     if sentences is None:
-        return ["- Not run: notebook 03's `map_pools` is empty."]
+        return ["- Not run: notebook 03's `map_pools` is empty (or notebook 04 did not probe the cue tasks)."]
     calib = _table(out, "04_calibration", index_col=0)
     kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
     lines = [

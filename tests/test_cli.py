@@ -301,7 +301,7 @@ def test_the_readme_laptop_line_runs_as_written_up_to_its_length_and_publishes(t
     assert not list(dest.rglob("*.ipynb"))
 
 
-def test_the_readme_map_line_runs_as_written_up_to_its_length_and_publishes(tmp_path):
+def test_the_readme_map_line_runs_as_written_for_notebook_02_only_and_publishes(tmp_path):
     """The map takes over an hour: its line runs as written but for notebook 02 only (a later --only wins),
     into a temporary outputs root, publishing into a temporary folder instead of results/laptop_map."""
     line = next(ln for ln in readme_block("## Running") if "params/laptop_map.yaml" in ln)

@@ -2,12 +2,16 @@
 stream among them), notebook 04 probes every pool's sweep and draws one figure per contrast, one panel
 per pool."""
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from richreps import regimes, report
+from richreps import launch, params, regimes, report, run
 from richreps.config import Recipe
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = Recipe(width=4, global_batch=16, train_size=256, val_size=64, bn_batches=1, warmup_steps=0)
 PARAMS = {  # notebook 03's values that the plans read
     "total_steps": 8, "baseline_steps": 5, "cat_sizes": [2, 4], "plan_mode": "shared-prefix",
@@ -26,19 +30,36 @@ def test_a_pool_changes_only_the_pretraining_set_and_keeps_the_main_seeds_and_sw
     assert regimes.pool_name(0) == "fresh stream" and regimes.pool_name(5000) == "pool of 5,000"
 
 
-@pytest.mark.parametrize("sizes", [[256], [0, 0]])
-def test_the_main_runs_own_pool_or_a_pool_twice_is_refused(sizes):
-    with pytest.raises(ValueError, match="map_pools: .* listed twice or is train_size itself"):
-        regimes.plan(TINY, sizes, PARAMS, wide=False)
+@pytest.mark.parametrize(
+    ("sizes", "change", "why"),
+    [
+        ([256], {}, "lists a size twice or train_size 256 itself"),
+        ([0, 0], {}, "lists a size twice"),
+        ([8], {}, "a pool must hold at least one batch"),
+        ([0], {"sweep_budgets": []}, "the map is the budget sweep on each pool, and no sweep budget is left"),
+        ([0], {"sweep_budgets": [3], "warmup_steps": 1}, "the map is .* no sweep budget is left .left out"),
+    ],
+)
+def test_a_pool_notebook_03_could_not_train_is_refused_naming_map_pools(sizes, change, why):
+    recipe = TINY.replace(warmup_steps=change.get("warmup_steps", 0))
+    with pytest.raises(ValueError, match=f"map_pools {re.escape(str(sizes))}: {why}"):
+        regimes.plan(recipe, sizes, {**PARAMS, **change}, wide=False)
 
 
-def test_a_map_needs_a_sweep():
-    with pytest.raises(ValueError, match="map_pools needs sweep_budgets"):
-        regimes.plan(TINY, [0], {**PARAMS, "sweep_budgets": []}, wide=False)
+def test_the_runner_refuses_a_bad_pool_in_a_params_file_before_any_notebook_runs():
+    values = {}
+    for nb in sorted((ROOT / "notebooks").glob("0[34]_*.ipynb")):
+        values.update(run.defaults(run.declared_parameters(nb)))
+    assert params.cross_key_errors({**values, "map_pools": [500]}) == []
+    (err,) = params.cross_key_errors({**values, "map_pools": [0]})  # smoke's train_size is 0: a fresh stream
+    assert err.startswith("key map_pools [0]: lists a size twice or train_size 0 itself")
+    (err,) = params.cross_key_errors({**values, "map_pools": [500], "pretrain_data": "imagenet"})
+    assert "pools resize the cue-image pretraining set" in err
 
 
 def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_pool_named(tmp_path):
     pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1, "cat_sizes": [2], "seeds": [0, 1]}, wide=True)
+    launch.write_plan(tmp_path, TINY, pools[0].plans)  # the main run's plan, beside its pools
     regimes.write(tmp_path, pools)
     regimes.train(pools, tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
     sizes = {"train": 40, "val": 20, "test": 20}
@@ -47,6 +68,11 @@ def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_
         (m, b) for m in ("CAT1", "CAT2", "WIDE1") for b in (5, 10)
     }
     assert {r["pool"] for r in rows} == {0}
+    launch.write_plan(tmp_path, TINY.replace(lr=0.01), pools[0].plans)  # another main run, the old pools
+    with pytest.raises(
+        ValueError, match="pool-0/plan.json: recipe .* is not the main run's with train_size 0"
+    ):
+        regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     regimes.write(tmp_path, [])  # a later run without a map reads no pool of an earlier one
     assert regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache") == []
 
@@ -84,6 +110,9 @@ def test_the_map_sets_the_main_sweep_beside_each_pool_and_one_sentence_counts_ea
     assert list(cells.columns) == ["pool", "budget", "color vs WIDE1", "color vs CAT1"] and len(cells) == 4
     section = "\n".join(report._map(tmp_path))  # the report: both figures, a sentence each, every cell
     assert "![04_map_vs_wide1](figures/04_map_vs_wide1.png)" in section and "| fresh stream | 5 |" in section
+    no_wide = table.drop(columns=["gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"])
+    assert regimes.write_outputs(tmp_path, no_wide, ["color"]) == ["04_map_vs_cat1"]  # no WIDE1 this time:
+    assert not list(tmp_path.glob("figures/04_map_vs_wide1.*"))  # the earlier run's WIDE1 figure is gone
     regimes.write_outputs(tmp_path, None, [])  # a run without a map leaves no map of an earlier run
     assert not list(tmp_path.glob("*/04_map*")) and regimes.saved_lines(tmp_path) is None
-    assert report._map(tmp_path) == ["- Not run: notebook 03's `map_pools` is empty."]
+    assert report._map(tmp_path)[0].startswith("- Not run: notebook 03's `map_pools` is empty")
