@@ -3,7 +3,7 @@ recipe field changed, probed like the main run, both contrasts set beside the ma
 
     abls = ablation.plan(recipe, "label_smoothing", [0.0], params, wide=True)    # notebook 03
     ablation.write(output_dir / "pretrain", abls)
-    wall = ablation.train(abls, output_dir / "pretrain", extra, "local", nproc=1)
+    wall = launch.launch_variant(abls[0], output_dir / "pretrain", extra, "local", nproc=1)  # each one
     rows = ablation.probe(output_dir / "pretrain", tasks, sizes, grid, cache)      # notebook 04
     table = ablation.contrasts(long, rows, "label_smoothing", recipe.label_smoothing, tasks)
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from richreps import budget, experiment, launch, verdicts
+from richreps import budget, experiment, verdicts
 from richreps.budget import Plan
 from richreps.config import Recipe
 from richreps.io import write_json
@@ -37,6 +37,7 @@ class Ablation:
     plans: list[Plan]  # per seed set: CAT1 and CATmax at the main budget, the main plan's seeds
     wide_recipe: Recipe | None
     wide_plans: list[Plan]
+    folder: str = "."  # its run folders sit beside the main run's, named by their recipes' tags
 
 
 def plan(recipe: Recipe, key: str, values: list, params: Mapping, wide: bool) -> list[Ablation]:
@@ -76,27 +77,6 @@ def write(pretrain_dir: str | Path, abls: list[Ablation]) -> Path:
         for a in abls
     ]
     return write_json(Path(pretrain_dir) / FILE, record)
-
-
-def train(
-    abls: list[Ablation],
-    pretrain_dir: str | Path,
-    extra: list[str],
-    mode: str,
-    nproc: int,
-    nodes: int = 1,
-    slurm: launch.SlurmSettings | None = None,
-) -> list[dict]:
-    """Train (or submit, or find) every ablation's runs, as `launch.launch_plans` does the main plan's."""
-    wall = []
-    for a in abls:
-        wall += launch.launch_plans(
-            a.plans, Path(pretrain_dir) / a.recipe.tag(), a.recipe, extra, mode, nproc, nodes, slurm
-        )
-        if a.wide_recipe is not None:
-            folder = Path(pretrain_dir) / a.wide_recipe.tag()
-            wall += launch.launch_plans(a.wide_plans, folder, a.wide_recipe, extra, mode, nproc, nodes, slurm)
-    return wall
 
 
 def probe(

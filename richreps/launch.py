@@ -255,6 +255,29 @@ def launch_plans(
     return wall
 
 
+def launch_variant(
+    variant,
+    pretrain_dir: str | Path,
+    extra: list[str],
+    mode: str,
+    nproc: int,
+    nodes: int = 1,
+    slurm: SlurmSettings | None = None,
+) -> list[dict]:
+    """`launch_plans` for a variant of the main run (`ablation.Ablation`, `regimes.Pool`): its `plans`
+    with its `recipe`, and its `wide_plans` with its `wide_recipe` (None: no WIDE1), each into
+    pretrain_dir/<the variant's folder>/<the recipe's tag>."""
+    folder = Path(pretrain_dir) / variant.folder
+    wall = launch_plans(variant.plans, folder / variant.recipe.tag(), variant.recipe, extra, mode, nproc, nodes,
+                        slurm)  # fmt: skip
+    if variant.wide_recipe is not None:
+        wide_dir = folder / variant.wide_recipe.tag()
+        wall += launch_plans(
+            variant.wide_plans, wide_dir, variant.wide_recipe, extra, mode, nproc, nodes, slurm
+        )
+    return wall
+
+
 def members_table(plans: list[Plan], run_dir: str | Path, recipe: Recipe) -> pd.DataFrame:
     """Every member of every seed set, with whether it exists for this recipe."""
     return pd.concat([list_members(p, run_dir, recipe).assign(seed_set=k) for k, p in enumerate(plans)])

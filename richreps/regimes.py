@@ -4,7 +4,7 @@ on other pretraining pools, so that CATmax - CAT1 and CATmax - WIDE1 are seen ag
 
     pools = regimes.plan(recipe, map_pools, params, wide=True)         # notebook 03
     regimes.write(output_dir / "pretrain", pools)
-    wall = regimes.train(pools, output_dir / "pretrain", extra, "local", nproc=1)
+    wall = launch.launch_variant(pools[0], output_dir / "pretrain", extra, "local", nproc=1)  # each one
     rows = regimes.probe(output_dir / "pretrain", tasks, sizes, grid, cache)   # notebook 04
     table = regimes.table(swept, rows, recipe.train_size)    # the main run's sweep is one pool of the map
 
@@ -90,30 +90,6 @@ def write(pretrain_dir: str | Path, pools: list[Pool]) -> Path:
         wide = (p.wide_recipe, p.wide_plans) if p.wide_recipe is not None else None
         launch.write_plan(Path(pretrain_dir) / p.folder, p.recipe, p.plans, wide)
     return write_json(Path(pretrain_dir) / FILE, [{"size": p.size, "folder": p.folder} for p in pools])
-
-
-def train(
-    pools: list[Pool],
-    pretrain_dir: str | Path,
-    extra: list[str],
-    mode: str,
-    nproc: int,
-    nodes: int = 1,
-    slurm: launch.SlurmSettings | None = None,
-) -> list[dict]:
-    """Train (or submit, or find) every pool's runs, as `launch.launch_plans` does the main plan's."""
-    wall = []
-    for p in pools:
-        folder = Path(pretrain_dir) / p.folder
-        wall += launch.launch_plans(
-            p.plans, folder / p.recipe.tag(), p.recipe, extra, mode, nproc, nodes, slurm
-        )
-        if p.wide_recipe is not None:
-            wide_dir = folder / p.wide_recipe.tag()
-            wall += launch.launch_plans(
-                p.wide_plans, wide_dir, p.wide_recipe, extra, mode, nproc, nodes, slurm
-            )
-    return wall
 
 
 def probe(

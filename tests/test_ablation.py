@@ -4,7 +4,7 @@ recipe field changed, notebook 04 probes them and sets both contrasts beside the
 import pandas as pd
 import pytest
 
-from richreps import ablation, verdicts
+from richreps import ablation, launch, verdicts
 from richreps.aggregate import IID
 from richreps.config import Recipe
 
@@ -29,7 +29,7 @@ def test_an_ablation_keeps_the_main_seeds_at_the_main_budget_with_only_cat1_and_
 def test_notebook_03_trains_the_ablation_and_notebook_04_probes_it_paired_with_the_main_run(tmp_path):
     abls = ablation.plan(TINY, "label_smoothing", [0.0], {**PARAMS, "seed_sets": 1}, wide=True)
     ablation.write(tmp_path, abls)
-    ablation.train(abls, tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
+    launch.launch_variant(abls[0], tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
     sizes = {"train": 40, "val": 20, "test": 20}
     rows = ablation.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     methods = {(r["method"], r["task"]) for r in rows}

@@ -61,7 +61,7 @@ def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_
     pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1, "cat_sizes": [2], "seeds": [0, 1]}, wide=True)
     launch.write_plan(tmp_path, TINY, pools[0].plans)  # the main run's plan, beside its pools
     regimes.write(tmp_path, pools)
-    regimes.train(pools, tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
+    launch.launch_variant(pools[0], tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
     sizes = {"train": 40, "val": 20, "test": 20}
     rows = regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     assert {(r["method"], r["budget"]) for r in rows if r["task"] == "color"} == {
