@@ -99,8 +99,9 @@ def _map_note(p: dict) -> list[str]:
     pools = ", ".join(regimes.pool_name(s) for s in [*main, *p["map_pools"]])
     return [
         f"- This run is the map of regimes (pools: {pools}; {p.get('seed_sets')} seed sets). The plan makes the "
-        "map descriptive: the verdicts above repeat the main study's contrasts at its main budget on fewer seed "
-        "sets than the plan's 5, and are read as a replication, not as the plan's verdicts; so is any ablation."
+        "map descriptive: the verdicts above are its main budget's contrasts on fewer seed sets than the plan's 5 "
+        "(with the main study's recipe and seeds, its members are that study's first seed sets), shown, not read "
+        "as the plan's verdicts; so is the ablation."
     ]
 
 
