@@ -295,7 +295,7 @@ def _ablation(out: Path) -> list[str]:
     table = _table(out, "04_ablation")
     if table is None:
         return ["- Not run: notebook 03's `ablate_label_smoothing` is empty."]
-    key = table.columns[1]
+    key = next(c for c in table.columns if c not in ("target", "kept", "seed sets") and " - " not in c)
     return [
         f"CATmax - WIDE1 and CATmax - CAT1 (points, 95 % paired t intervals over seed sets) at each `{key}`, "
         "the main run's first; the ablation retrains CAT1, CATmax and WIDE1 at the main budget with the "

@@ -4,7 +4,7 @@ recipe field changed, notebook 04 probes them and sets both contrasts beside the
 import pandas as pd
 import pytest
 
-from richreps import ablation, launch, verdicts
+from richreps import ablation, launch, report, verdicts
 from richreps.aggregate import IID
 from richreps.config import Recipe
 
@@ -40,7 +40,7 @@ def test_notebook_03_trains_the_ablation_and_notebook_04_probes_it_paired_with_t
     assert ablation.probe(tmp_path / "none", ["color"], sizes, [0.01], tmp_path / "cache") == []
 
 
-def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target():
+def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target(tmp_path):
     def rows(acc: dict[str, list[float]], **extra) -> list[dict]:
         n = {"CAT1 (baseline)": 1, "CAT5": 5, "WIDE1": 1}
         return [
@@ -67,6 +67,10 @@ def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target()
         and table.loc[("color", 0.0), "seed sets"] == 3
     )
     assert table.loc[("color", 0.0), "kept"] and IID not in table.index.get_level_values("target")
+    ablation.write_table(
+        tmp_path, table.reset_index()
+    )  # the report names the ablated field, not a column beside it
+    assert "at each `label_smoothing`, the main run's first" in "\n".join(report._ablation(tmp_path))
 
 
 def test_a_run_without_ablation_leaves_no_ablation_table_from_an_earlier_run(tmp_path):
