@@ -21,13 +21,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from richreps import budget, launch
+from richreps import budget
 from richreps.budget import Plan
-from richreps.config import Recipe
 from richreps.io import write_json
+
+if TYPE_CHECKING:  # the map's table, sentences and report section import no torch (report.md anywhere)
+    from richreps.config import Recipe
 
 FILE = "pools.json"  # beside notebook 03's plan file: the pools of this run, in order
 CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
@@ -86,6 +89,8 @@ def plan(recipe: Recipe, sizes: list[int], params: Mapping, wide: bool) -> list[
 def write(pretrain_dir: str | Path, pools: list[Pool]) -> Path:
     """Each pool's plan file in its own folder, and the list of this run's pools (empty when none, so that
     an earlier run's pool folders are not read as this run's)."""
+    from richreps import launch
+
     for p in pools:
         wide = (p.wide_recipe, p.wide_plans) if p.wide_recipe is not None else None
         launch.write_plan(Path(pretrain_dir) / p.folder, p.recipe, p.plans, wide)
@@ -102,7 +107,7 @@ def probe(
 ) -> list[dict]:
     """Every pool's sweep probed as notebook 04 probes the main run's (`experiment.probe_extras`); each
     row carries its pool's size. No file or no pool: no rows."""
-    from richreps import experiment
+    from richreps import experiment, launch
 
     path = Path(pretrain_dir) / FILE
     rows: list[dict] = []
