@@ -1,5 +1,6 @@
 """Training checkpoints of `richreps.pretrain`: atomic writes, the newest valid one, RNG states, and the
-guards around a restart (`start_of_run`, the non-finite-loss marker, `--resume none` / `--overwrite`).
+guards around a restart (the run's lock, `start_of_run`, the non-finite-loss marker, `--resume none` /
+`--overwrite`).
 
 A checkpoint holds everything a bitwise resume needs (model, optimizer, stream position, every rank's
 RNG state) plus the recipe, seed and decode path that wrote it, and a checksum of its payload; a resume
@@ -10,11 +11,14 @@ the newest valid checkpoint and in every member already in `--out` with the requ
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +27,95 @@ import torch.distributed as dist
 
 from richreps.config import Recipe
 from richreps.io import atomic_path, payload_digest
+
+
+class RunLock:
+    """An exclusive `flock` on <out>/locks/seed<S>.lock: one live run of a seed in a folder at a time.
+
+    The kernel drops a flock when the last descriptor of its open file closes: when this object goes
+    (`train` returns), or when the process dies however it dies (SIGKILL, OOM, a lost node), so a dead
+    holder never blocks. A forked child (a loader worker) closes its copy at once (`os.register_at_fork`),
+    so a worker outliving its parent holds nothing. The file stays (removing a lock file races with a
+    run that has just opened it) and names its last holder, pid and host: what a refusal says."""
+
+    held: weakref.WeakValueDictionary[str, RunLock] = weakref.WeakValueDictionary()  # this process's
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # never LOCK_UN: that would also release it for a parent sharing the file
+            self.fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit; the kernel closes the file anyway
+            pass
+
+
+def _release_in_child() -> None:
+    for lock in list(RunLock.held.values()):
+        lock.release()  # the child's copy only: the parent's descriptor keeps the lock
+    RunLock.held.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
+def take_run_lock(out: Path, seed: int) -> RunLock | None:
+    """Lock (`out`, `seed`) for this process, or refuse in one line naming the live holder. A process
+    that holds it already (a run started again in one interpreter) gets its own lock back; a file
+    system without flock (some network mounts) is said, and the run goes on unlocked."""
+    path = (Path(out) / "locks" / f"seed{seed}.lock").absolute()
+    mine = RunLock.held.get(str(path))
+    if mine is not None and mine.fd >= 0:
+        return mine
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as e:  # a lock file another user made, a read-only folder: one line, not a traceback
+        raise SystemExit(f"error: --out {out}: cannot open the run's lock {path} ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "it has not written its pid yet"
+        os.close(fd)
+        raise SystemExit(
+            f"error: --out {out} --seed {seed} is in use by a live run ({holder}); wait for it or stop it, "
+            f"or use another --out (lock: {path})"
+        ) from None
+    except OSError as e:
+        os.close(fd)
+        print(
+            f"[pretrain] warning: cannot lock {path} ({e.strerror}): a second run is not refused",
+            file=sys.stderr,
+        )
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    lock = RunLock.held[str(path)] = RunLock(path, fd)
+    return lock
+
+
+def hold_run_lock(out: Path, seed: int, master: bool, device: torch.device, world: int) -> RunLock | None:
+    """Rank 0 (or the single process) takes the run's lock before anything else of the run, `--overwrite`'s
+    move included; every rank learns whether it did, so a refused run stops on all of them in one line."""
+    lock, refusal = None, None
+    if master:
+        try:
+            lock = take_run_lock(out, seed)
+        except SystemExit as e:
+            refusal = str(e.code)
+    if world > 1:
+        flag = torch.tensor([float(refusal is not None)], device=device)
+        dist.broadcast(flag, 0)
+        if float(flag) > 0 and not master:
+            raise SystemExit(f"error: --out {out} --seed {seed} is in use by a live run (rank 0 names it)")
+    if refusal:
+        raise SystemExit(refusal)
+    return lock
 
 
 def save_checkpoint(
@@ -143,16 +236,26 @@ def check_failure_marker(marker: Path, resume_from: Path | None) -> None:
 
 def seed_files(out: Path, seed: int) -> list[Path]:
     """Everything a run of `seed` wrote in `out`: checkpoints, metrics and settings, members, final state,
-    failure marker."""
+    failure marker, completion record."""
     candidates = [
         out / "ckpt" / f"seed{seed}",
         out / "metrics" / f"seed{seed}.jsonl",
         *sorted((out / "metrics").glob(f"*_seed{seed}.json")),  # e.g. the run's device settings
         out / "final" / f"seed{seed}.pt",
         out / f"FAILED_seed{seed}.json",
+        out / "done" / f"seed{seed}.json",  # richreps.completion's record
         *sorted((out / "members").glob(f"seed{seed}_step*.pt")),
     ]
     return [p for p in candidates if p.exists()]
+
+
+def _aside(out: Path, seed: int) -> Path:
+    """A new folder under <out>/replaced for files of `seed` moved aside (never deleted, never overwritten)."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    aside, k = out / "replaced" / stamp, 1
+    while aside.exists():  # two starts within a second: never move onto an earlier copy
+        aside, k = out / "replaced" / f"{stamp}-{k}", k + 1
+    return aside
 
 
 def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int) -> None:
@@ -164,10 +267,7 @@ def fresh_start(out: Path, seed: int, overwrite: bool, master: bool, world: int)
             "use a new --out, or --overwrite to move it aside"
         )
     if earlier and master:
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
-        aside, k = out / "replaced" / stamp, 1
-        while aside.exists():  # two starts within a second: never move onto an earlier copy
-            aside, k = out / "replaced" / f"{stamp}-{k}", k + 1
+        aside = _aside(out, seed)
         for p in earlier:
             dest = aside / p.relative_to(out)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -194,8 +294,9 @@ def start_of_run(
     this seed's newest valid checkpoint are compared with `recipe`, field by field; the first
     difference is refused naming its flag. `--overwrite` moves this seed's earlier run to
     `replaced/` in every mode (never over it) and starts afresh; `--resume none` without it refuses
-    a folder that holds this seed. A member that is damaged (unreadable, altered weights) is not a
-    conflict: it is trained again, and said so with its path.
+    a folder that holds this seed. A planned member that this version cannot use (unreadable, of a
+    format it does not know, altered weights) is not a conflict: it is moved to `replaced/` (never trained
+    over: a newer richreps's member is worth keeping) and trained again, and said so with its path.
 
     Returns (the step below which to resume: the first planned member still missing, or None; the
     newest valid checkpoint and its path, at any step, or None).
@@ -208,7 +309,9 @@ def start_of_run(
         try:
             rec = members.record(path)
         except members.CheckpointError:
-            continue  # unreadable: not a conflict; a planned one is trained again below
+            continue  # unreadable: not a conflict; a planned one is moved aside and trained again below
+        if members.format_error(path, rec):
+            continue  # a format this version does not read: the same
         try:
             theirs = members.recorded_recipe(path, rec)
         except members.CheckpointError as e:
@@ -220,7 +323,7 @@ def start_of_run(
         fresh_start(out, seed, overwrite, master, world)
         return None, None, None
     ckpt, ckpt_path = newest_valid_checkpoint(out / "ckpt" / f"seed{seed}", recipe, seed, decode)
-    missing = []
+    missing, unusable = [], []
     for step in exports:
         path = members.member_path(out, seed, step)
         if not path.exists():
@@ -230,8 +333,14 @@ def start_of_run(
             members.require(path, recipe, seed, step)
         except members.CheckpointError as e:
             missing.append(step)
-            if master:
-                print(f"[pretrain] {e}; training it again", file=sys.stderr)
+            unusable.append((path, e))
+    if unusable and master:  # never trained over: a file this version cannot read may be worth more
+        aside = _aside(out, seed)
+        for path, e in unusable:
+            dest = aside / path.relative_to(out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(dest)
+            print(f"[pretrain] {e}; moved it to {dest}, training it again", file=sys.stderr)
     return (min(missing) if missing else None), ckpt, ckpt_path
 
 

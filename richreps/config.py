@@ -24,12 +24,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
+from richreps.params import STEPS_MAX, STEPS_WHY
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")
 CORRUPT_POLICIES = ("error", "skip")
 SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators take seeds up to this
 RULES = ("low", "above", "below", "high")  # >=, >, <, <=
+STEPS_RULE = {"below": STEPS_MAX, "why": STEPS_WHY}  # the bound of any count of steps
 
 
 def _f(default, help: str, **kw) -> Any:
@@ -53,7 +55,8 @@ def rule_text(rule: dict) -> str:
 
 def rule_error(flag: str, value, rule: dict) -> str | None:
     """Why `value` (or any item of a list or tuple) breaks `rule`, as '--flag must be ...', or None.
-    A float must also be finite: nan and inf pass no bound that a recipe or a run would mean."""
+    A float must also be finite: nan and inf pass no bound that a recipe or a run would mean. A rule's
+    `why` (the reason for a bound that is not obvious) ends the message."""
     items = value if isinstance(value, list | tuple) else [value]
     for v in items:
         if v is None or isinstance(v, str):
@@ -63,7 +66,8 @@ def rule_error(flag: str, value, rule: dict) -> str | None:
         lo_ok = v >= rule["low"] if "low" in rule else v > rule["above"] if "above" in rule else True
         hi_ok = v <= rule["high"] if "high" in rule else v < rule["below"] if "below" in rule else True
         if not (lo_ok and hi_ok):
-            return f"{flag} must be {rule_text(rule)}, got {value if len(items) == 1 else list(items)}"
+            why = f" ({rule['why']})" if "why" in rule else ""
+            return f"{flag} must be {rule_text(rule)}, got {value if len(items) == 1 else list(items)}{why}"
     return None
 
 
@@ -117,7 +121,7 @@ class Recipe:
     beta1: float = _f(0.9, "schedule-free interpolation / momentum", above=0, below=1)
     beta2: float = _f(0.99552, "second-moment decay", above=0, below=1)
     weight_decay: float = _f(0.0812, "decoupled weight decay", low=0)
-    warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)", low=0)
+    warmup_steps: int = _f(0, "warmup fixed in steps (keeps shared-prefix exact)", low=0, **STEPS_RULE)
     label_smoothing: float = _f(0.2, "label smoothing of the training loss", low=0, below=1)
     r_power: float = _f(
         0.75, "schedule-free polynomial weighting power r (flag not --r: torchrun would take it)", low=0
@@ -146,7 +150,7 @@ class Recipe:
         """The first field of `values` outside the rule its metadata declares (`low`: >=, `above`: >,
         `below`: <, `high`: <=, each item of a list; every float finite), as '--flag must be ...', or None."""
         for f in fields(cls):
-            rule = {k: f.metadata[k] for k in RULES if k in f.metadata}
+            rule = {k: f.metadata[k] for k in (*RULES, "why") if k in f.metadata}
             why = rule_error("--" + f.name.replace("_", "-"), values.get(f.name), rule)
             if why:
                 return why

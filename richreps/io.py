@@ -46,6 +46,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written in `folder` (existing, or to be made), or None when they can.
+
+    Probed by creating and removing a file in `folder`, or in its nearest existing parent when it does
+    not exist yet: permission bits do not tell (root ignores them, a read-only mount refuses root too),
+    and a write refused after hours of compute loses them. Nothing is left behind."""
+    path = parent = Path(folder).expanduser().absolute()
+    try:
+        if path.exists() and not path.is_dir():
+            return f"{path} is not a folder"
+        parent = next(p for p in [path, *path.parents] if p.exists() or p.is_symlink())
+        if not parent.is_dir():
+            return f"{parent} is {'a broken link' if parent.is_symlink() else 'a file'}, not a folder"
+        fd, probe = tempfile.mkstemp(prefix=".richreps-write-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot write in {parent} ({e.strerror or type(e).__name__})"
+    return None
+
+
 def project_path(path: str | os.PathLike) -> Path:
     """A relative path taken from the repository root (the folder holding pyproject.toml above this
     package), else from the working directory. Notebooks resolve `output_dir` with it, so papermill

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from richreps import members
+from richreps import completion, lifeline, members
 from richreps.budget import Plan, Run
 from richreps.config import Recipe
 from richreps.io import read_jsonl, write_json
@@ -60,8 +60,10 @@ def torchrun_command(
 
 
 def run_is_current(run: Run, run_dir: str | Path, recipe: Recipe) -> bool:
-    """Every member of `run` exists and records exactly this recipe, seed and step."""
-    return all(
+    """The run finished (`richreps.completion`: its record, written last, names this recipe, its steps and
+    exports) and every member of it exists and records exactly this recipe, seed and step. Members alone are
+    not enough: a run killed after its last export but before its final evaluation has them all."""
+    return completion.is_done(run_dir, run.seed, recipe, run.steps, list(run.exports)) and all(
         members.is_current(member_path(run_dir, run.seed, s), recipe, run.seed, s) for s in run.exports
     )
 
@@ -94,7 +96,9 @@ def run_local(
         start = time.perf_counter()
         log = log_dir / f"seed{run.seed}.log"
         with log.open("w") as f:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            # torchrun's agent dies with this process (the kernel), and its workers with it (richreps.lifeline)
+            preexec = lifeline.die_with_parent_preexec()
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
         if proc.returncode != 0:
             tail = log.read_text().strip().splitlines()[-5:]
             raise RuntimeError(

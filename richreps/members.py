@@ -88,12 +88,29 @@ def _check_digest(ckpt: dict, path: str | Path) -> None:
         raise CheckpointError(f"{path}: payload checksum mismatch (the weights were altered or damaged)")
 
 
+def format_error(path: str | Path, rec: dict) -> str | None:
+    """Why this version cannot read a member file's record as a member (None when it can): a format it
+    does not know (a newer richreps wrote it, or it is no member), said as such, never as 'no recipe'."""
+    fmt = rec.get("format")
+    if fmt in (FORMAT, *OLD_FORMATS):
+        return None
+    if fmt is None:
+        return f"{path}: records no member format: not a richreps member file"
+    return (
+        f"{path}: format {str(fmt)[:40]!r} is not one this version of richreps reads "
+        f"({', '.join((FORMAT, *OLD_FORMATS))}); a newer richreps wrote it, or it is not a member"
+    )
+
+
 def require(path: str | Path, recipe: Recipe, seed: int, step: int) -> None:
     """Refuse, naming the key, a member that is not (recipe, seed, step), or whose weights fail their
     checksum (so a damaged member is never "current": the plan trains it again)."""
     ckpt = _read(Path(path))
     _check_digest(ckpt, path)
     rec = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_params", "digest")}
+    unknown = format_error(path, rec)
+    if unknown:
+        raise CheckpointError(unknown)
     if rec.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {rec.get('format')!r} records no recipe; retrain it")
     for key, want in (("seed", seed), ("step", step)):
@@ -151,6 +168,8 @@ def load(path: str | Path) -> Member:
     elif "model_params" in ckpt:
         member = build_model("resnet50", 1000)
         _load_backbone(member.net, ckpt["model_params"], path, strip=algoperf_key)
+    elif "format" in ckpt:
+        raise CheckpointError(format_error(path, ckpt))
     else:
         raise CheckpointError(
             f"{path}: neither a richreps member (format key) nor an AlgoPerf checkpoint (model_params key)"

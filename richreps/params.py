@@ -1,11 +1,16 @@
 """A params file's checks, before any notebook of `python -m richreps.run` starts: every key known to a
 notebook, of its declared type and value rules, each given once, and every path what its key says
 (`*_root`: a folder in its dataset's layout; `*_file`: a file). Each refusal is one line naming the key.
+
+The file itself is read as untrusted text: at most `MAX_BYTES`, UTF-8, no YAML aliases (a few lines of
+anchors and aliases expand to billions of values), no list longer than `LIST_MAX`, and an error quotes
+at most a short prefix of any value (`quote`).
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +26,20 @@ ROOT_DATASETS = {
     "cifar100_root": "cifar100",
     "data_root": "imagenet",
 }
+MAX_BYTES = 1_000_000  # a params file is a few KB; a bigger file is not one
+LIST_MAX = 1_000  # values in any list (a grid, the seeds, the budgets): more is a typo's plan
+STEPS_MAX = 10**8  # steps of any run, here and in pretrain's flags (richreps.config.STEPS_RULE)
+STEPS_WHY = "10^8 steps is 222 times the paper's longest run, CAT1's 450K"
+# Bounds the notebooks' parameter comments do not declare: past one a value cannot be meant, and it would
+# be found only after compute has started. key -> (rule, as in a comment, and why)
+LIMITS = {
+    key: (f"below {STEPS_MAX}", STEPS_WHY)
+    for key in (
+        "baseline_steps", "total_steps", "warmup_steps", "plateau_step", "sweep_budgets", "trajectory_steps",
+        "direct_steps", "direct_equal_steps",
+    )
+}  # fmt: skip
+QUOTE_CHARS = 60  # of a value quoted in an error
 SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}
 
 
@@ -43,10 +62,20 @@ def type_ok(value, type_name: str) -> bool:
     return True
 
 
+def quote(value, limit: int = QUOTE_CHARS) -> str:
+    """`repr(value)` cut to `limit` characters: an error names a value, never echoes a huge one."""
+    if isinstance(value, str | list | tuple) and len(value) > limit:
+        value = value[:limit]  # its start is enough, and the repr of the whole could be megabytes
+    elif isinstance(value, dict) and len(value) > limit:
+        value = dict(list(value.items())[:limit])
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def rules_of(spec: dict) -> list[str]:
     """The value rules declared at the start of a parameter's comment, e.g. `# {non-empty; min 1} ...`:
-    `min X` (each value >= X), `below X` (each < X), `positive` (> 0), `in: a, b` (each value one of these),
-    `len N`, `non-empty`."""
+    `min X` (each value >= X), `below X` (each < X), `max X` (each <= X), `positive` (> 0), `in: a, b`
+    (each value one of these), `len N`, `non-empty`."""
     m = re.match(r"\s*\{([^}]*)\}", spec.get("help") or "")
     return [r.strip() for r in m.group(1).split(";")] if m else []
 
@@ -59,18 +88,25 @@ def check_rules(key: str, value, rules: list[str]) -> str | None:
             return "must not be empty"
         if rule.startswith("len ") and len(items) != int(rule[4:]):
             return f"must have {rule[4:]} values, got {len(items)}"
-        if rule.startswith("min ") and any(v < float(rule[4:]) for v in items):
-            return f"must be >= {rule[4:]}, got {value!r}"
-        if rule.startswith("below ") and any(not v < float(rule[6:]) for v in items):
-            return f"must be < {rule[6:]}, got {value!r}"
+        if rule.startswith("min ") and any(v < _number(rule[4:]) for v in items):
+            return f"must be >= {rule[4:]}, got {quote(value)}"
+        if rule.startswith("below ") and any(not v < _number(rule[6:]) for v in items):
+            return f"must be < {rule[6:]}, got {quote(value)}"
+        if rule.startswith("max ") and any(not v <= _number(rule[4:]) for v in items):
+            return f"must be <= {rule[4:]}, got {quote(value)}"
         if rule == "positive" and any(not v > 0 for v in items):
-            return f"must be > 0, got {value!r}"
+            return f"must be > 0, got {quote(value)}"
         if rule.startswith("in:"):
             choices = [c.strip() for c in rule[3:].split(",")]
             bad = [v for v in items if v not in choices]
             if bad:
-                return f"must be one of {choices}, got {bad[0]!r}"
+                return f"must be one of {choices}, got {quote(bad[0])}"
     return None
+
+
+def _number(text: str) -> int | float:
+    """A rule's bound, exact for integers: float(10**19) == 10**19 + 1 would let a value past it through."""
+    return int(text) if re.fullmatch(r"-?\d+", text.strip()) else float(text)
 
 
 def cross_key_errors(values: dict) -> list[str]:
@@ -103,7 +139,7 @@ def cross_key_errors(values: dict) -> list[str]:
     sizes, tasks = values.get("probe_sizes"), values.get("probe_tasks")
     if sizes and tasks and values.get("cue_probes", True) and min(sizes) < N_CLASSES_MAX:
         errors.append(  # else notebook 04 fails after notebook 03 has trained
-            f"key 'probe_sizes' {list(sizes)}: every split needs at least {N_CLASSES_MAX} examples "
+            f"key 'probe_sizes' {quote(list(sizes))}: every split needs at least {N_CLASSES_MAX} examples "
             f"(one per class of the 10-class probe tasks in 'probe_tasks')"
         )
     return errors
@@ -136,13 +172,24 @@ def _plan_errors(values: dict) -> list[str]:
     return []
 
 
-class _DuplicateKey(Exception):
-    pass
+class _Refused(Exception):
+    """A params file refused while it is parsed (a key given twice, an alias); the message is one line."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
-    last silently, so a params file could say one value and run another)."""
+    last silently, so a params file could say one value and run another), and so is any alias (`*name`):
+    nine lines of anchors and aliases expand to a billion values ("billion laughs"), and a params file
+    has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                f"line {event.start_mark.line + 1}: alias *{event.anchor[:40]}: a params file may not "
+                "use YAML aliases (anchors and merges expand without bound); write the value out"
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -152,8 +199,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             try:
                 if key in seen:
-                    raise _DuplicateKey(
-                        f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})"
+                    raise _Refused(
+                        f"key {quote(key)} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})"
                     )
                 seen[key] = key_node.start_mark.line + 1
             except TypeError:  # an unhashable key: the base class says so
@@ -161,21 +208,71 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def printable(path: str | Path) -> str:
+    """A path as text that prints anywhere: a byte that is not UTF-8 shows as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _longest_list(value, key) -> tuple[int, object] | None:
+    """(length, key) of the first list in `value`, at any depth, longer than `LIST_MAX`, or None."""
+    if isinstance(value, list | dict):
+        if len(value) > LIST_MAX:
+            return len(value), key
+        for v in value.values() if isinstance(value, dict) else value:
+            found = _longest_list(v, key)
+            if found:
+                return found
+    return None
+
+
 def load_params(path: str | Path) -> dict:
-    """Read a params YAML file; it must be a non-empty mapping of names to values, each key once."""
+    """Read a params YAML file; it must be a non-empty mapping of names to values, each key once.
+
+    Read as untrusted text, each refusal one line: a name that is not UTF-8 (it names the outputs folder
+    and the manifest), more than `MAX_BYTES`, bytes that are not UTF-8, YAML aliases, nesting too deep
+    for the parser, a list or mapping of more than `LIST_MAX` values."""
+    name = printable(path)
+    if name != str(path):
+        raise ParamsError(f"params file name {name}: not UTF-8; rename it (it names the outputs folder)")
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
+    with path.open("rb") as f:
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ParamsError(
+            f"{path}: over {MAX_BYTES:,} bytes; a params file is a few KB of YAML (is this the right file?)"
+        )
     try:
-        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except _DuplicateKey as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); a params file is YAML"
+        ) from None
+    try:
+        params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _Refused as e:
         raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: nested too deeply to be a params file") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise ParamsError(f"{path}: a value YAML cannot convert ({str(e).splitlines()[0][:80]})") from None
     if params is None:
         raise ParamsError(f"{path}: empty; a params file must set at least one key (see params/smoke.yaml)")
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter names to values")
+    for key, value in params.items():
+        try:
+            found = _longest_list(value, key)
+        except RecursionError:
+            raise ParamsError(f"{path}: key {quote(key)} is nested too deeply to be a parameter") from None
+        if found:
+            raise ParamsError(
+                f"{path}: key {quote(key)} holds {found[0]:,} values; at most {LIST_MAX:,} (a longer grid, "
+                "seed list or budget list is not a plan this project runs)"
+            )
     return params
 
 
@@ -189,21 +286,33 @@ def validate(params: dict, declared: dict[Path, dict[str, dict]], source: str) -
             raise ParamsError(f"{source}: key '{key}' is set by the runner, remove it")
         owners = {nb.name: spec[key] for nb, spec in declared.items() if key in spec}
         if not owners:
-            raise ParamsError(f"{source}: unknown key '{key}': no notebook declares it")
+            raise ParamsError(f"{source}: unknown key {quote(key)}: no notebook declares it")
         for nb_name, spec in owners.items():
             type_name = spec["inferred_type_name"]
             if not type_ok(value, type_name):
                 raise ParamsError(
                     f"{source}: key '{key}' must be {type_name} (as in {nb_name}), "
-                    f"got {type(value).__name__} {value!r}"
+                    f"got {type(value).__name__} {quote(value)}"
                 )
             why = check_rules(key, value, rules_of(spec))
             if why:
                 raise ParamsError(f"{source}: key '{key}' {why} (as declared in {nb_name})")
+        if key in LIMITS:
+            rule, reason = LIMITS[key]
+            why = check_rules(key, value, [rule])
+            if why:
+                raise ParamsError(f"{source}: key '{key}' {why} ({reason})")
         if key.endswith(PATH_SUFFIXES) and value:
-            path = Path(value).expanduser().resolve()
-            if not path.exists():
-                raise ParamsError(f"{source}: key '{key}': path does not exist: {path}")
+            try:
+                path = Path(value).expanduser().resolve()
+                exists = path.exists()
+            except (OSError, RuntimeError, ValueError) as e:  # a name too long, a NUL byte, a link loop
+                why = getattr(e, "strerror", None) or type(e).__name__
+                raise ParamsError(
+                    f"{source}: key '{key}': {quote(value)} is not a usable path ({why})"
+                ) from None
+            if not exists:
+                raise ParamsError(f"{source}: key '{key}': path does not exist: {quote(str(path), 240)}")
             dataset = ROOT_DATASETS.get(key) if key != "data_root" or pretrain_data == "imagenet" else None
             why = path_error(key, path, dataset)
             if why:

@@ -6,7 +6,8 @@
 The same entry point runs everywhere: it reads its rank from torchrun's environment (NCCL on
 GPUs, gloo on CPU) and runs as a single process without it. A run checkpoints atomically,
 resumes bitwise with `--resume auto` after a kill (relaunch the same command), stops on a
-non-finite loss, and logs to out/metrics/seed<S>.jsonl. What the members are is decided by the
+non-finite loss, and logs to out/metrics/seed<S>.jsonl. One live run per `--out` and seed: a second
+is refused naming the first's pid and host (a lock in out/locks/, gone when its holder dies). What the members are is decided by the
 `richreps.config.Recipe` flags alone (defaults: AlgoPerf v0.6's schedule-free ResNet-50 entry);
 the other flags say where, which seed, how long and how often to checkpoint.
 
@@ -37,19 +38,20 @@ import torch.nn as nn
 from schedulefree import AdamWScheduleFree
 from tqdm.auto import tqdm
 
-from richreps import members, runtime
+from richreps import completion, lifeline, members, runtime
 from richreps.checkpoints import (
     NonFiniteLoss,
     check_failure_marker,
     check_images,
     gather_rngs,
+    hold_run_lock,
     newest_valid_checkpoint,
     save_checkpoint,
     start_of_run,
 )
-from richreps.config import SEED_MAX, Recipe, rule_error, rule_text
+from richreps.config import SEED_MAX, STEPS_RULE, Recipe, rule_error, rule_text
 from richreps.data.streams import make_data
-from richreps.io import atomic_path, read_jsonl, write_json
+from richreps.io import atomic_path, read_jsonl, unwritable, write_json
 from richreps.members import member_path
 from richreps.models import build_model, recalibrate_bn
 
@@ -74,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _flag(
         ap, "--seed", {"low": 0, "high": SEED_MAX}, type=int, default=0, help="initialisation and data order"
     )
-    _flag(ap, "--steps", {"low": 1}, type=int, required=True, help="optimizer steps of this run")
+    _flag(
+        ap, "--steps", {"low": 1, **STEPS_RULE}, type=int, required=True, help="optimizer steps of this run"
+    )
     ap.add_argument("--export-at", type=int, nargs="*", default=[], help="steps at which to export members")
     Recipe.add_arguments(ap)
     run = ap.add_argument_group("evaluation, checkpoints, logging (do not change the members)")
@@ -124,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate(args: argparse.Namespace) -> None:
     """Fail in one line, naming the flag, before any data or model is built."""
+    why = unwritable(args.out)  # a file is created and removed there (or in its nearest existing parent)
+    if why:
+        raise SystemExit(f"error: --out {args.out}: {why}")
     for name, rule in RUN_RULES.items():
         why = rule_error("--" + name.replace("_", "-"), getattr(args, name), rule)
         if why:
@@ -349,6 +356,7 @@ def train(args: argparse.Namespace) -> dict:
     rank, world, device = setup(args.device)
     master = rank == 0
     out = Path(args.out)
+    lock = hold_run_lock(out, args.seed, master, device, world)  # noqa: F841 - held while train runs
     ckpt_dir, metrics_dir = out / "ckpt" / f"seed{args.seed}", out / "metrics"
     failed = out / f"FAILED_seed{args.seed}.json"
     recipe = Recipe.from_namespace(args)
@@ -358,6 +366,8 @@ def train(args: argparse.Namespace) -> dict:
     before, ckpt, ckpt_path = start_of_run(
         out, recipe, args.seed, decode, args.resume, args.overwrite, exports, master, world
     )
+    if master:
+        completion.clear_done(out, args.seed)  # not done until this start finishes
     if recipe.data == "imagenet" and recipe.corrupt_policy == "error":
         check_images(recipe, rank, world, device, out)
     t = build(args, rank, world, device)
@@ -405,6 +415,8 @@ def train(args: argparse.Namespace) -> dict:
                 write_json(failed, {"error": msg, "step": step + 1, "checkpoint": str(ckpt_path or "none")})
             raise NonFiniteLoss(msg)
         step += 1
+        if master:
+            pause_for_fault_test(out, args.seed, f"step:{step}")
         window_images += recipe.global_batch
         bar.update(1)
 
@@ -428,6 +440,8 @@ def train(args: argparse.Namespace) -> dict:
             if master and step in exports:
                 members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
             if master and (want_eval or step == args.steps):
+                if step == args.steps:
+                    pause_for_fault_test(out, args.seed, "final-eval")
                 rec = {"step": step, **evaluate(member, val, device, amp)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
@@ -451,6 +465,9 @@ def train(args: argparse.Namespace) -> dict:
         state_path = out / "final" / f"seed{args.seed}.pt"  # the training state, for bitwise comparisons
         with atomic_path(state_path) as tmp:
             torch.save({"model": raw.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+        completion.mark_done(
+            out, args.seed, recipe, step, exports
+        )  # last: members, metrics, state are written
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -459,6 +476,15 @@ def train(args: argparse.Namespace) -> dict:
         "steps": step,
         "members": [str(member_path(out, args.seed, s)) for s in exports],
     }
+
+
+def pause_for_fault_test(out: Path, seed: int, moment: str) -> None:
+    """The fault suite's hook (tests/test_lifeline.py), inert unless `RICHREPS_TEST_PAUSE` names `moment`
+    (`step:<N>` after step N's update, `final-eval` before the final evaluation, after the last export): write
+    <out>/paused_seed<S> and wait, so that the test kills the runner at exactly that moment."""
+    if os.environ.get("RICHREPS_TEST_PAUSE") == moment:
+        (out / f"paused_seed{seed}").touch()
+        time.sleep(600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    lifeline.tie_torchrun_worker()  # a worker dies with torchrun's agent, which dies with the runner's kernel
     code = main()
     if "LOCAL_RANK" in os.environ:  # a torchrun worker: every file is written and closed by now. Skip the
         # interpreter's finalization, where gloo's worker threads can abort the process after a finished

@@ -386,6 +386,7 @@ def default_device() -> torch.device:
 def main(argv: list[str] | None = None) -> int:
     from richreps import features, members
     from richreps.data import DatasetError
+    from richreps.io import unwritable
 
     ap = argparse.ArgumentParser(prog="python -m richreps.probe", description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -417,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.sizes) < classes:  # a split smaller than the classes cannot hold one of each
             sizes = " ".join(map(str, args.sizes))
             ap.error(f"--sizes {sizes}: each must be >= {classes}, the number of classes of {args.task}")
+    why = unwritable(args.cache)  # before any member is loaded or feature extracted
+    if why:
+        print(f"error: --cache {args.cache}: {why}", file=sys.stderr)
+        return 2
     seen: dict[str, str] = {}
     for p in args.members:  # a CATn is n distinct members: the same file twice, or a copy, is refused
         if Path(p).is_file():

@@ -236,13 +236,22 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_resources(values: dict, output_dir: str | Path) -> str:
-    """The plan's resources as text; ResourceError naming `output_dir` when its disk lacks the room."""
+def check_resources(values: dict, output_dir: str | Path, max_gpu_hours: float = float("inf")) -> str:
+    """The plan's resources as text; ResourceError naming `output_dir` when its disk lacks the room, or
+    naming `--max-gpu-hours` when the GPU-hours it estimates (pretraining and extraction, each where a
+    rate is known) exceed that cap: a plan of thousands of GPU-days is a typo, found before notebook 01."""
     output_dir = Path(output_dir)
     try:
         res = resources(values, output_dir)
     except KeyError as e:  # a notebooks folder whose 03 is not this project's pretraining notebook
         return f"resource plan: not made (no key {e} among the notebooks' parameters)"
+    hours = (res.gpu_hours_training or 0.0) + (res.gpu_hours_extraction or 0.0)
+    if hours > max_gpu_hours:
+        raise ResourceError(
+            f"the plan needs {hours:,.0f} GPU-hours (pretraining {res.gpu_hours_training or 0:,.0f}, feature "
+            f"extraction {res.gpu_hours_extraction or 0:,.0f}), over --max-gpu-hours {max_gpu_hours:,g}; "
+            "check the steps, seeds and sizes, or raise --max-gpu-hours"
+        )
     free, held = free_bytes(output_dir), held_bytes(output_dir)
     if free + held < res.disk_total:
         raise ResourceError(

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from richreps.io import write_json
+from richreps.io import unwritable, write_json
+from richreps.lifeline import die_with_parent_preexec
 from richreps.params import (  # noqa: F401 - the runner's names for params checks
     PATH_SUFFIXES,
     RUNNER_KEYS,
@@ -106,17 +107,27 @@ def ipc_kernels() -> Iterator[type]:
             def _connection_file_default(self) -> str:  # absolute: the IPC sockets sit beside it
                 return str(Path(folder) / f"kernel-{uuid.uuid4().hex[:12]}.json")
 
+            async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+                # the kernel dies with the runner at once (SIGKILL, SIGTERM, OOM), not a second later when
+                # ipykernel's parent poller notices, and its training processes with it (richreps.lifeline)
+                kw["preexec_fn"] = die_with_parent_preexec()
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
         yield IPCKernelManager
 
 
+MAX_GPU_HOURS = 10_000.0  # --max-gpu-hours: 250 times the paper's plan (about 40); more is a typo's plan
+
+
 def check_outputs(outputs: str | Path) -> None:
-    """`--outputs` must be a folder, or a path where one can be made, before any notebook runs."""
+    """`--outputs` must be a folder, or a path where one can be made, that this user can write in (a
+    file is created and removed there, or in its nearest existing parent), before any notebook runs."""
     path = Path(outputs).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise ParamsError(f"--outputs {outputs}: not a folder")
-    parent = next(p for p in [path, *path.parents] if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ParamsError(f"--outputs {outputs}: {parent} is not a folder this user can write to")
+    why = unwritable(path)
+    if why:
+        raise ParamsError(f"--outputs {outputs}: {why}")
 
 
 def params_values(params_file: str | Path, notebooks: str | Path = "notebooks") -> dict:
@@ -134,9 +145,12 @@ def run(
     notebooks: str | Path = "notebooks",
     outputs: str | Path = "outputs",
     publish_to: str | Path | None = None,
+    publish_replace: bool = False,
+    max_gpu_hours: float = MAX_GPU_HOURS,
 ) -> Path:
-    """Validate (params, `outputs`, and `publish_to` when given), then execute each notebook; return
-    the manifest's path. Publishing itself is `publish`, after the run."""
+    """Validate (params, `outputs`, `publish_to` when given, and notebook 03's plan against
+    `max_gpu_hours`), then execute each notebook; return the manifest's path. Publishing itself is
+    `publish`, after the run."""
     params_file = Path(params_file)
     params = load_params(params_file)
     all_nbs = notebooks_in(notebooks)
@@ -147,15 +161,15 @@ def run(
     selected = notebooks_in(notebooks, only)
     check_outputs(outputs)
     if publish_to is not None:
-        check_publish(publish_to, outputs)
+        check_publish(publish_to, outputs, params_file, publish_replace)
 
     out_dir = (Path(outputs) / params_file.stem).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     if any(nb.name.startswith("03") for nb in selected):  # GPU-hours, RAM and disk, before any is spent
-        from richreps.resources import check_resources  # refuses, naming output_dir, when the disk is short
+        from richreps.resources import check_resources  # refuses when the disk is short or the hours many
 
         values = {k: v for spec in declared.values() for k, v in defaults(spec).items()}
-        print(check_resources(values | checked, out_dir))
+        print(check_resources(values | checked, out_dir, max_gpu_hours))
+    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "params_file": str(params_file),
         "parameters": checked,
@@ -274,8 +288,24 @@ def main(argv: list[str] | None = None) -> int:
         help="afterwards, copy report, manifest, tables and PNG figures into DIR (new, or written only by "
         "earlier publishes: checked before any notebook runs; nothing else in it is ever deleted)",
     )
+    ap.add_argument(
+        "--publish-replace",
+        action="store_true",
+        help="let --publish replace a folder that holds the publish of another run (another params file)",
+    )
+    ap.add_argument(
+        "--max-gpu-hours",
+        type=float,
+        default=MAX_GPU_HOURS,
+        metavar="H",
+        help=f"refuse, before any notebook runs, a notebook-03 plan estimated above H GPU-hours (default {MAX_GPU_HOURS:g})",
+    )
     args = ap.parse_args(argv)
     try:
+        if args.publish_replace and not args.publish:
+            raise ParamsError("--publish-replace needs --publish DIR")
+        if not args.max_gpu_hours > 0:  # nan and negatives; inf: no cap
+            raise ParamsError(f"--max-gpu-hours must be > 0, got {args.max_gpu_hours}")
         if args.refresh_committed:
             params = load_params(args.params)
             for nb in notebooks_in(args.notebooks, args.only):
@@ -285,9 +315,12 @@ def main(argv: list[str] | None = None) -> int:
                     raise ParamsError(f"{nb.name}: defaults differ from {args.params} for {sorted(diff)}")
             refresh_committed(args.notebooks, args.only)
             return 0
-        manifest = run(args.params, args.only, args.notebooks, args.outputs, args.publish)
+        manifest = run(
+            args.params, args.only, args.notebooks, args.outputs, args.publish, args.publish_replace,
+            args.max_gpu_hours,
+        )  # fmt: skip
         if args.publish:
-            print(f"published {publish(manifest.parent, args.publish)}")
+            print(f"published {publish(manifest.parent, args.publish, args.params, args.publish_replace)}")
     except (ParamsError, PublishError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RuntimeError) else 2

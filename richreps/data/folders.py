@@ -54,13 +54,33 @@ def _require_dir(path: Path, layout: str) -> Path:
     return path
 
 
+def _class_dirs(split_dir: Path, root: Path, layout: str) -> list[Path]:
+    """The class folders of a split, sorted: its folders, real or linked from outside the dataset.
+
+    A link to a folder inside the root is refused naming it: `train/zz -> .` would be a class holding the
+    split itself (a loop), `val/x -> ../train/x` the training images tested. One listing of the split,
+    so the header-level check stays fast."""
+    inside = root.resolve()
+    found = []
+    for d in sorted(split_dir.iterdir()):
+        if d.is_symlink() and d.is_dir() and d.resolve().is_relative_to(inside):
+            raise DatasetError(
+                f"{d}: a link to {d.resolve()}, inside the dataset; a class is a folder of images, "
+                f"remove the link (expected {layout})"
+            )
+        if d.is_dir():
+            found.append(d)
+    return found
+
+
 def _image_folder(
-    split_dir: Path, classes: list[str] | None, layout: str
+    split_dir: Path, classes: list[str] | None, layout: str, root: Path
 ) -> tuple[list[str], list[tuple[str, int]]]:
     _require_dir(split_dir, layout)
-    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    found = [d.name for d in _class_dirs(split_dir, root, layout)]
     if not found:
         raise DatasetError(f"{split_dir}: no class folders; expected {layout}")
+    defines = classes is None  # train/ defines the classes; val/ may lack some
     classes = classes if classes is not None else found
     lookup = {c: i for i, c in enumerate(classes)}
     unknown = [c for c in found if c not in lookup]
@@ -74,6 +94,11 @@ def _image_folder(
     ]
     if not samples:
         raise DatasetError(f"{split_dir}: no images (*.JPEG, *.jpg, *.png); expected {layout}")
+    empty = sorted(set(found) - {classes[y] for _, y in samples})
+    if defines and empty:  # a class is a folder of images, never an empty or stray folder
+        raise DatasetError(
+            f"{split_dir / empty[0]}: no images (*.JPEG, *.jpg, *.png) in a class folder; expected {layout}"
+        )
     return classes, samples
 
 
@@ -94,7 +119,7 @@ def check_layout(dataset: str, root: str | Path) -> None:
         _require_dir(root, IMAGENET_LAYOUT)
         for split in ("train", "val"):
             folder = _require_dir(root / split, IMAGENET_LAYOUT)
-            first = min((d for d in folder.iterdir() if d.is_dir()), default=None)
+            first = next(iter(_class_dirs(folder, root, IMAGENET_LAYOUT)), None)
             if first is None:
                 raise DatasetError(f"{folder}: no class folders; expected {IMAGENET_LAYOUT}")
             if not any(p.suffix.lower() in IMAGE_EXTS for p in first.iterdir()):
@@ -117,8 +142,8 @@ def imagenet_index(root: str | Path) -> ImageIndex:
     root = Path(root)
     layout = IMAGENET_LAYOUT
     _require_dir(root, layout)
-    classes, train = _image_folder(root / "train", None, layout)
-    _, test = _image_folder(root / "val", classes, layout)
+    classes, train = _image_folder(root / "train", None, layout, root)
+    _, test = _image_folder(root / "val", classes, layout, root)
     return ImageIndex("imagenet", classes, train, test)
 
 
