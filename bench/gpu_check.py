@@ -80,7 +80,16 @@ def part_throughput(work: Path, dry: bool, left: float) -> dict:
     for mode in ("eager", "compiled") if cuda else ("eager",):  # inductor on the CPU: minutes, no insight
         argv = [*size, "--workdir", str(work / "jpegs"), *(["--compile"] if mode == "compiled" else [])]
         out[mode] = pretrain_throughput.main(argv)
+        write_early(work, "throughput", out)  # the eager figure survives a cap kill during compilation
     return out
+
+
+def write_early(work: Path, part: str, result: dict) -> None:
+    """A part's figures so far, written as each finishes into its record (`run_one_part` overwrites it with
+    the whole part at the end): a part killed at its cap keeps what it measured."""
+    from richreps.io import write_json
+
+    write_json(work.parent / "parts" / f"{part}.json", {**device_info(), "partial": True, **result})
 
 
 def part_decode(work: Path, dry: bool, left: float) -> dict:
@@ -164,6 +173,9 @@ def part_probe(work: Path, dry: bool, left: float) -> dict:
             torch.cuda.synchronize()
         out[f"{name}_s"] = round(time.perf_counter() - start, 2)
         out[f"{name}_test_acc"] = round(r.test_acc, 4)
+        out[f"{name}_solver"] = r.solver
+        out[f"{name}_lbfgs_iterations"] = sum(r.steps.values())
+        out[f"{name}_tolerance_met"] = all(r.converged.values())  # every weight decay's fit, not its cap
     if "cuda_s" in out:
         out["speedup_gpu_vs_cpu"] = round(out["cpu_s"] / out["cuda_s"], 1)
     return out
@@ -309,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     ran = {p: {"status": "not asked"} for p in PARTS}
     for part in args.parts:
         path = out / "parts" / f"{part}.json"
-        if path.exists() and not args.force:
+        if path.exists() and not args.force and not json.loads(path.read_text()).get("partial"):
             print(f"[{part}] done earlier ({path})")
             ran[part] = {"status": "done earlier"}
             continue
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # a partial record (a part stopped at its cap) is measured again
         cmd = [sys.executable, "-m", "bench.gpu_check", "--one-part", part, "--out", str(out),
                "--budget-s", str(budget), *(["--dry-run"] if args.dry_run else [])]  # fmt: skip
         code, wall, tail = run_capped(cmd, cap[part], cwd=ROOT, log=out / "parts" / f"{part}.log")

@@ -24,7 +24,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
-from richreps.params import STEPS_MAX, STEPS_WHY
+from richreps.params import (
+    BATCH_MAX,
+    BATCH_WHY,
+    IMAGES_MAX,
+    IMAGES_WHY,
+    PIXELS_MAX,
+    PIXELS_WHY,
+    STEPS_MAX,
+    STEPS_WHY,
+    WIDTH_MAX,
+    WIDTH_WHY,
+)
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")
@@ -32,6 +43,9 @@ CORRUPT_POLICIES = ("error", "skip")
 SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators take seeds up to this
 RULES = ("low", "above", "below", "high")  # >=, >, <, <=
 STEPS_RULE = {"below": STEPS_MAX, "why": STEPS_WHY}  # the bound of any count of steps
+IMAGES_RULE = {"below": IMAGES_MAX, "why": IMAGES_WHY}  # ... of any count of images
+PIXELS_RULE = {"below": PIXELS_MAX, "why": PIXELS_WHY}
+BATCH_RULE = {"below": BATCH_MAX, "why": BATCH_WHY}
 
 
 def _f(default, help: str, **kw) -> Any:
@@ -102,21 +116,26 @@ class Recipe:
         DEFAULT_RENDER, "cues: renderer preset (richreps.data.cues.RENDERS)", choices=tuple(RENDERS)
     )
     train_size: int = _f(
-        20000, "cues: images in the training set (0: a fresh sample every step, never repeated)", low=0
+        20000,
+        "cues: images in the training set (0: a fresh sample every step, never repeated)",
+        low=0,
+        **IMAGES_RULE,
     )
-    val_size: int = _f(2000, "cues: images in the validation set", low=1)
+    val_size: int = _f(2000, "cues: images in the validation set", low=1, **IMAGES_RULE)
     data_seed: int = _f(0, "cues: the dataset (shared by all seeds)", low=0, high=SEED_MAX)
     val_fraction: float = _f(0.01, "imagenet: held-out share of train", above=0, below=1)
-    image_size: int = _f(224, "imagenet: training crop size", low=1)
+    image_size: int = _f(224, "imagenet: training crop size", low=1, **PIXELS_RULE)
     corrupt_policy: str = _f(
         "error", "imagenet: unreadable images stop the run or are skipped", choices=CORRUPT_POLICIES
     )
     # model and optimizer: AlgoPerf v0.6 schedule-free AdamW
     arch: str = _f("small_cnn", "member architecture", choices=ARCHS)
-    width: int = _f(32, "small_cnn width", low=1)
+    width: int = _f(32, "small_cnn width", low=1, below=WIDTH_MAX, why=WIDTH_WHY)
     last_mult: int = _f(1, "small_cnn: last stage widened this many times (WIDE1)", low=1)
-    global_batch: int = _f(1024, "images per optimizer step, over all processes", low=1)
-    micro_batch: int = _f(0, "per-process images per forward (0: no gradient accumulation)", low=0)
+    global_batch: int = _f(1024, "images per optimizer step, over all processes", low=1, **BATCH_RULE)
+    micro_batch: int = _f(
+        0, "per-process images per forward (0: no gradient accumulation)", low=0, **BATCH_RULE
+    )
     lr: float = _f(0.0025, "schedule-free AdamW learning rate", above=0)
     beta1: float = _f(0.9, "schedule-free interpolation / momentum", above=0, below=1)
     beta2: float = _f(0.99552, "second-moment decay", above=0, below=1)

@@ -26,7 +26,7 @@ import torch
 from richreps import features, members
 from richreps.config import Recipe
 from richreps.members import member_path
-from richreps.probe import choose_solver, fast_probe
+from richreps.probe import TOLERANCE_GRAD, choose_solver, fast_probe
 
 IID = "mixture (IID)"
 UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
@@ -238,6 +238,12 @@ def probe_rows(
                         "weight_decay": r.weight_decay,
                         "solver": r.solver,
                         "tf32": r.tf32,
+                        # the chosen weight decay's fit: a capped fit is visible, not hidden
+                        "iterations": r.steps[r.weight_decay],
+                        "stopped by a tolerance": r.converged[r.weight_decay],  # not by the cap
+                        "gradient tolerance met": r.grad_max[r.weight_decay] <= TOLERANCE_GRAD,
+                        "objective": r.objective[r.weight_decay],
+                        "max |gradient|": r.grad_max[r.weight_decay],
                     }
                 )
     return rows

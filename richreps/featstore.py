@@ -31,7 +31,8 @@ import torch
 RAM_ENV = "RICHREPS_RAM_GB"
 DEFAULT_RAM_GB = 4.0
 BLOCK_SHARE = 4  # a streamed block takes at most budget / 4
-# per feature value of a block: its float16 read, its float32 copy, and the minibatch solver's shuffled copy
+# per feature value of a block: its float16 read, its float32 copy, and room for a solver's copy (kept at 10
+# bytes when the minibatch solver went: the block size, and so the streamed statistics, stay as they were)
 BYTES_PER_VALUE = 10
 HASH_BLOCK = 64 << 20  # bytes hashed at a time when a file is verified
 

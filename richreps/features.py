@@ -379,14 +379,43 @@ def cue_features(
     return out
 
 
+PROBE_VAL_FRACTION = 0.02  # of a training set, held out to choose the probe's weight decay
+
+
+def probe_val_fraction(dataset: str, member_paths: list[str | Path]) -> float:
+    """The share of `dataset`'s training set that the probe holds out for choosing its weight decay.
+
+    On ImageNet probed by members pretrained on it, their own pretraining hold-out (the recorded recipe's
+    `val_fraction`; `build_dataset` splits with the same seed and per-class rule), so that no image that
+    chooses the probe's weight decay was trained on: with 2 % against pretraining's 1 %, half of them were.
+    Elsewhere (CIFAR, iNat18, members without a recipe such as AlgoPerf's) `PROBE_VAL_FRACTION`."""
+    if dataset != "imagenet":
+        return PROBE_VAL_FRACTION
+    recipes = [member_files.recorded_recipe(p) or {} for p in member_paths]
+    held = {r.get("val_fraction") for r in recipes if r.get("data") == "imagenet"}
+    if len(held) > 1:
+        raise ValueError(
+            f"the members held out different shares of ImageNet ({sorted(held)}): no split is clean"
+        )
+    return held.pop() if held else PROBE_VAL_FRACTION
+
+
 def folder_batches(
-    dataset: str, root: str, split: str, size: int, train: bool, workers: int | None, seed: int = 0
+    dataset: str,
+    root: str,
+    split: str,
+    size: int,
+    train: bool,
+    workers: int | None,
+    seed: int = 0,
+    val_fraction: float = PROBE_VAL_FRACTION,
 ):
-    """A batch source over a real dataset split with the probe's transform (augmented when `train`)."""
+    """A batch source over a real dataset split with the probe's transform (augmented when `train`);
+    `val_fraction` of the training set is the validation split (`probe_val_fraction`)."""
     from richreps.data import build_dataset, probe_transform
     from richreps.data.pipeline import cpu_loader
 
-    ds = build_dataset(dataset, root, split, probe_transform(dataset, train, size))
+    ds = build_dataset(dataset, root, split, probe_transform(dataset, train, size), val_fraction=val_fraction)
     batch = 256 if dataset.startswith("cifar") else 128
 
     def batches(epoch: int = 0):
@@ -409,12 +438,14 @@ def folder_features(
     """features[split][member file] on a real dataset (evaluation transform), cached per member."""
     models, keys = _members(member_paths)
     member_files.check_cat(list(models.values()))
+    held = probe_val_fraction(dataset, member_paths)
     out = {}
     for split in splits:
+        part = split if split == "test" else f"{split}-val{held:g}"  # the cache names the split it holds
         got = extract(
             {keys[p]: m for p, m in models.items()},
-            folder_batches(dataset, str(root), split, image_size, False, workers),
-            f"{dataset}/{Path(root).resolve()}/{split}/eval{image_size}",
+            folder_batches(dataset, str(root), split, image_size, False, workers, val_fraction=held),
+            f"{dataset}/{Path(root).resolve()}/{part}/eval{image_size}",
             cache_dir,
             device,
             desc=f"{dataset} {split}",

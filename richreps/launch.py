@@ -1,7 +1,7 @@
 """Launch a TIME-CONCAT plan: torchrun on this machine, or submitit jobs on a SLURM cluster.
 
 Both launchers, the SLURM settings and the plan file notebook 03 hands to notebook 04 are one concern
-(how a plan's runs are started and found again), hence one module of about 400 lines."""
+(how a plan's runs are started and found again), hence one module of about 450 lines."""
 
 from __future__ import annotations
 

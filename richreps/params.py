@@ -32,12 +32,25 @@ STEPS_MAX = 10**8  # steps of any run, here and in pretrain's flags (richreps.co
 STEPS_WHY = "10^8 steps is 222 times the paper's longest run, CAT1's 450K"
 # Bounds the notebooks' parameter comments do not declare: past one a value cannot be meant, and it would
 # be found only after compute has started. key -> (rule, as in a comment, and why)
+IMAGES_MAX = 10**9  # images in any set or split, and shots
+IMAGES_WHY = "10^9 images is 70 times ImageNet-21k"
+PIXELS_MAX = 8192  # pixels on a side of any crop
+PIXELS_WHY = "8,192 pixels a side is 36 times the paper's 224"
+BATCH_MAX = 2**24  # images per optimizer step
+BATCH_WHY = "2^24 images per step is 16,384 times the paper's 1,024"
+WIDTH_MAX = 2**16  # small_cnn channels
+WIDTH_WHY = "2^16 channels is 1,024 times the laptop study's 64"
 LIMITS = {
-    key: (f"below {STEPS_MAX}", STEPS_WHY)
-    for key in (
+    **{key: (f"below {STEPS_MAX}", STEPS_WHY) for key in (
         "baseline_steps", "total_steps", "warmup_steps", "plateau_step", "sweep_budgets", "trajectory_steps",
         "direct_steps", "direct_equal_steps",
-    )
+    )},
+    **{key: (f"below {IMAGES_MAX}", IMAGES_WHY) for key in (
+        "train_size", "val_size", "direct_train_size", "probe_sizes", "shots", "map_pools",
+    )},
+    **{key: (f"below {PIXELS_MAX}", PIXELS_WHY) for key in ("image_size", "probe_image_size")},
+    "global_batch": (f"below {BATCH_MAX}", BATCH_WHY),
+    "width": (f"below {WIDTH_MAX}", WIDTH_WHY),
 }  # fmt: skip
 QUOTE_CHARS = 60  # of a value quoted in an error
 SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}

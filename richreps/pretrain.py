@@ -7,9 +7,12 @@ The same entry point runs everywhere: it reads its rank from torchrun's environm
 GPUs, gloo on CPU) and runs as a single process without it. A run checkpoints atomically,
 resumes bitwise with `--resume auto` after a kill (relaunch the same command), stops on a
 non-finite loss, and logs to out/metrics/seed<S>.jsonl. One live run per `--out` and seed: a second
-is refused naming the first's pid and host (a lock in out/locks/, gone when its holder dies). What the members are is decided by the
+is refused naming the first's pid and host (a lock in out/locks/, gone when its holder dies). A run
+is done when out/done/seed<S>.json says so (`richreps.completion`, written last), and a torchrun
+worker dies with its agent (`richreps.lifeline`). What the members are is decided by the
 `richreps.config.Recipe` flags alone (defaults: AlgoPerf v0.6's schedule-free ResNet-50 entry);
-the other flags say where, which seed, how long and how often to checkpoint.
+the other flags say where, which seed, how long and how often to checkpoint. `RICHREPS_TEST_PAUSE`
+is the fault suite's hook (`pause_for_fault_test`), inert unless set.
 
 (Over 400 lines on purpose: the flags, their rules and the training loop stay in one file read top to
 bottom, as in nanoGPT's train.py; restart guards, devices and streams live in `checkpoints`, `runtime`
@@ -366,6 +369,12 @@ def train(args: argparse.Namespace) -> dict:
     before, ckpt, ckpt_path = start_of_run(
         out, recipe, args.seed, decode, args.resume, args.overwrite, exports, master, world
     )
+    if ckpt is not None and len(ckpt["rng"]) != world:  # the stream's position is per process: refuse
+        raise SystemExit(
+            f"error: {ckpt_path} was saved by {len(ckpt['rng'])} processes and this start has {world}: each "
+            "process resumes its own shard of the stream and BN sees the global batch / processes, so images "
+            f"would be skipped or repeated; resume with {len(ckpt['rng'])} processes, or start afresh with --overwrite"
+        )
     if master:
         completion.clear_done(out, args.seed)  # not done until this start finishes
     if recipe.data == "imagenet" and recipe.corrupt_policy == "error":

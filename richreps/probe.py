@@ -3,14 +3,14 @@
     python -m richreps.probe --members A.pt B.pt --dataset cifar10 --root DATA --probe fast
 
 Two probes. `fast`: standardised features, multinomial logistic regression by full-batch L-BFGS
-(minibatch Adam over blocks read from the feature files when they do not fit; notebook 04 fits every
-CATn of a task with the solver of its largest CAT), weight decay chosen on the validation split. `reference`: the authors' protocol (BatchNorm1d +
+(held whole where they fit, else its objective and gradient streamed block by block from the feature
+files: one objective, one stopping rule; notebook 04 fits every CATn of a task with the solver of its largest CAT), weight decay chosen on the validation split. `reference`: the authors' protocol (BatchNorm1d +
 Linear, SGD with Nesterov, 28 epochs with drops at 8/16/24, features recomputed every epoch
 under augmentation). Model selection always uses the validation split; the reference protocol's
 own best-test-epoch number is reported separately and labelled as such. Members are ours
 (`richreps.members`) or AlgoPerf ResNet-50 checkpoints; features come from `richreps.features`.
 
-(About 480 lines: the two solvers, the reference protocol and the CLI share the solver choice, the
+(About 500 lines: the two solvers, the reference protocol and the CLI share the solver choice, the
 block-wise standardisation and the model selection; splitting them would split one decision.)
 """
 
@@ -47,9 +47,10 @@ DATASETS = ("cifar10", "cifar100", "imagenet", "inat18", "cues")
 
 # ---------------------------------------------------------------- the fast probe
 
-FULL_BATCH, MINIBATCH = "L-BFGS (full batch)", "Adam (minibatch)"
-SOLVERS = (FULL_BATCH, MINIBATCH)
+FULL_BATCH, STREAMED = "L-BFGS (full batch)", "L-BFGS (streamed full batch)"
+SOLVERS = (FULL_BATCH, STREAMED)
 LBFGS_HISTORY = 20
+TOLERANCE_GRAD, TOLERANCE_CHANGE = 1e-6, 1e-9  # L-BFGS stops on the training objective: see stopping_rule
 
 
 @dataclass
@@ -68,6 +69,8 @@ class ProbeResult:
         default_factory=dict
     )  # weight decay -> stopped by the rule, not the cap
     tf32: bool = False  # float32 matmuls allowed to use TF32 (CUDA only)
+    objective: dict[float, float] = field(default_factory=dict)  # weight decay -> final training objective
+    grad_max: dict[float, float] = field(default_factory=dict)  # weight decay -> final max |gradient|
 
 
 def full_batch_bytes(n: int, d: int, k: int) -> int:
@@ -79,7 +82,8 @@ def full_batch_bytes(n: int, d: int, k: int) -> int:
 def choose_solver(
     n: int, d: int, k: int, device: torch.device | str = "cpu", ram_bytes: float | None = None
 ) -> str:
-    """Full-batch L-BFGS when an n x d, k-class problem fits where it runs, else minibatch Adam on blocks.
+    """Full-batch L-BFGS on the features held whole when an n x d, k-class problem fits where it runs, else
+    the same L-BFGS with its objective and gradient streamed block by block from the feature files.
 
     Fits: on CUDA, `full_batch_bytes` within 80 % of the device's free memory; on the CPU, within the
     RAM budget (`featstore.ram_budget`) less one streamed block. Notebook 04 calls this once per task
@@ -91,19 +95,20 @@ def choose_solver(
     else:
         budget = featstore.ram_budget(ram_bytes)
         room = budget - budget // featstore.BLOCK_SHARE
-    return FULL_BATCH if full_batch_bytes(n, d, k) <= room else MINIBATCH
+    return FULL_BATCH if full_batch_bytes(n, d, k) <= room else STREAMED
 
 
-def stopping_rule(solver: str, max_iter: int = 100, max_epochs: int = 30, tol: float = 1e-3) -> str:
-    """The rule that ends each weight decay's fit, in words (both stop on the training objective)."""
-    if solver == FULL_BATCH:
-        return (
-            "training objective: L-BFGS stops when max |gradient| <= 1e-6 or the objective or step "
-            f"changes by <= 1e-9, at most {max_iter} iterations"
-        )
+def stopping_rule(
+    solver: str,
+    max_iter: int = 100,
+    tolerance_grad: float = TOLERANCE_GRAD,
+    tolerance_change: float = TOLERANCE_CHANGE,
+) -> str:
+    """The rule that ends each weight decay's fit, in words: the same for both solvers, which minimise the
+    same full-batch objective and differ only in where its rows come from (RAM, or the files block by block)."""
     return (
-        "training objective: Adam stops when an epoch's mean objective falls by less than "
-        f"{tol:g} of the previous epoch's, at most {max_epochs} epochs"
+        f"training objective ({solver}): L-BFGS stops when max |gradient| <= {tolerance_grad:g} or the "
+        f"objective or step changes by <= {tolerance_change:g}, at most {max_iter} iterations"
     )
 
 
@@ -156,10 +161,18 @@ def _accuracy(w: torch.Tensor, b: torch.Tensor, fs: FeatureSet, mean, std, block
     return correct / len(fs.labels)
 
 
-def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> tuple[int, bool]:
-    """Fit in place by full-batch L-BFGS; return (iterations, whether a tolerance stopped it). torch
-    also stops at `max_eval` function evaluations (5/4 of `max_iter`), before `max_iter` iterations
-    when line searches take several: that is a cap too, not convergence."""
+def _lbfgs(
+    objective: Callable[[], torch.Tensor],
+    w,
+    b,
+    max_iter: int,
+    tolerance_grad: float = TOLERANCE_GRAD,
+    tolerance_change: float = TOLERANCE_CHANGE,
+) -> tuple[int, bool, float, float]:
+    """Fit `w`, `b` in place by L-BFGS on `objective` (it sets their gradients and returns the loss); return
+    (iterations, whether a tolerance stopped it, the final objective, the final max |gradient|). torch also
+    stops at `max_eval` function evaluations (5/4 of `max_iter`), before `max_iter` iterations when line
+    searches take several: that is a cap too, not convergence."""
     max_eval = max_iter * 5 // 4
     opt = torch.optim.LBFGS(
         [w, b],
@@ -168,64 +181,56 @@ def _lbfgs(x: torch.Tensor, y: torch.Tensor, w, b, wd: float, max_iter: int) -> 
         max_eval=max_eval,
         history_size=LBFGS_HISTORY,
         line_search_fn="strong_wolfe",
-        tolerance_grad=1e-6,
-        tolerance_change=1e-9,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
     )
 
     def closure():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(x @ w + b, y) + 0.5 * wd * (w * w).sum()
-        loss.backward()
-        return loss
+        return objective()
 
     opt.step(closure)
     state = opt.state[w]
     n_iter, evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
-    return n_iter, n_iter < max_iter and evals < max_eval
+    with torch.enable_grad():
+        final = float(closure().detach())  # the objective and gradient where L-BFGS stopped, as recorded
+    grad_max = max(float(w.grad.abs().max()), float(b.grad.abs().max()))
+    return n_iter, n_iter < max_iter and evals < max_eval, final, grad_max
 
 
-def _adam(
-    rows: featstore.Rows,
-    y,
-    w,
-    b,
-    wd: float,
-    mean,
-    std,
-    block: int,
-    minibatch: int,
-    max_epochs: int,
-    tol: float,
-) -> tuple[int, bool]:
-    """Fit in place by minibatch Adam over blocks read in a shuffled order (rows shuffled within each
-    block); return (epochs, whether the objective stopped falling by `tol` relative before the cap)."""
-    opt = torch.optim.Adam([w, b], lr=1e-3)
-    g = torch.Generator().manual_seed(0)
+def _resident_objective(x: torch.Tensor, y: torch.Tensor, w, b, wd: float) -> Callable[[], torch.Tensor]:
+    """The full-batch objective over features held whole: mean cross-entropy plus wd/2 |w|^2."""
+
+    def objective() -> torch.Tensor:
+        loss = nn.functional.cross_entropy(x @ w + b, y) + 0.5 * wd * (w * w).sum()
+        loss.backward()
+        return loss
+
+    return objective
+
+
+def _streamed_objective(
+    rows: featstore.Rows, y: torch.Tensor, w, b, wd: float, mean, std, block: int
+) -> Callable[[], torch.Tensor]:
+    """The same objective, its sum and gradient accumulated block by block as the rows are read from the
+    files (float32 blocks, the loss summed in float64): every row counts in every step, so the solution does
+    not depend on the rows' order on disk (ImageFolder's is class-sorted), on the RAM budget's block size,
+    or on the card. Each evaluation reads the training features once."""
     reader = featstore.BlockReader(rows, block)
-    shuffled = torch.empty(reader.block, rows.shape[1], device=w.device)
-    starts = list(reader.starts())
-    previous = None
-    for epoch in range(1, max_epochs + 1):
+    n = len(rows)
+
+    def objective() -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float64, device=w.device)
-        for i in torch.randperm(len(starts), generator=g).tolist():
-            xb = _standardise(reader.read(starts[i]), mean, std)
-            order = torch.randperm(len(xb), generator=g).to(w.device)
-            xs = torch.index_select(xb, 0, order, out=shuffled[: len(xb)])
-            ys = y[starts[i] : starts[i] + len(xb)][order]
-            for j in range(0, len(xs), minibatch):
-                loss = (
-                    nn.functional.cross_entropy(xs[j : j + minibatch] @ w + b, ys[j : j + minibatch])
-                    + 0.5 * wd * (w * w).sum()
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.detach().double() * len(ys[j : j + minibatch])
-        objective = float(total) / len(rows)
-        if previous is not None and previous - objective < tol * abs(previous):
-            return epoch, True
-        previous = objective
-    return max_epochs, False
+        for start in reader.starts():
+            xb = _standardise(reader.read(start), mean, std)
+            part = nn.functional.cross_entropy(xb @ w + b, y[start : start + len(xb)], reduction="sum") / n
+            part.backward()
+            total += part.detach().double()
+        reg = 0.5 * wd * (w * w).sum()
+        reg.backward()
+        return (total + reg.detach().double()).float()
+
+    return objective
 
 
 def fast_probe(
@@ -238,20 +243,20 @@ def fast_probe(
     patience: int = 2,
     solver: str | None = None,
     ram_bytes: float | None = None,
-    minibatch: int = 4096,
-    max_epochs: int = 30,
-    tol: float = 1e-3,
+    tolerance_grad: float = TOLERANCE_GRAD,
+    tolerance_change: float = TOLERANCE_CHANGE,
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised features; weight decay chosen on `val`.
 
     Weight decays are fitted from strong to weak, each warm-started from the previous; the grid stops
-    once `patience` weaker values in a row score below the best validation accuracy. `solver` is
-    full-batch L-BFGS or minibatch Adam over blocks of the training rows (`stopping_rule` says when
-    each stops); by default it is chosen from this probe's own size (`choose_solver`). Notebook 04
+    once `patience` weaker values in a row score below the best validation accuracy. `solver` is L-BFGS on
+    the features held whole, or on the same objective streamed from the files (`stopping_rule`: one rule for
+    both, on the objective); by default it is chosen from this probe's own size (`choose_solver`). Notebook 04
     passes the one chosen from the largest CAT of the task, so that CATn - CAT1 is never a difference
-    between solvers. Features are read in blocks (`featstore`): the standardisation statistics, the
-    minibatch epochs and every accuracy stream, and only a full-batch fit holds the training features
-    whole, where they fit. On CUDA the float32 matmuls may use TF32 (`tf32` in the result).
+    between solvers. Features are read in blocks (`featstore`): the standardisation statistics, a streamed
+    fit and every accuracy stream, and only a resident fit holds the training features whole, where they
+    fit. Each weight decay's iterations, final objective, max |gradient| and whether a tolerance (not a cap)
+    stopped it are in the result. On CUDA the float32 matmuls may use TF32 (`tf32` in the result).
     """
     device = torch.device(device)
     if solver is not None and solver not in SOLVERS:
@@ -260,23 +265,26 @@ def fast_probe(
     k = int(max(int(s.labels.max()) for s in (train, val, test))) + 1
     if solver is None:
         solver = choose_solver(n, d, k, device, ram_bytes)
-        if solver == MINIBATCH:
-            log.info("fast probe: %d x %d features do not fit a full-batch solve; minibatch Adam", n, d)
+        if solver == STREAMED:
+            log.info(
+                "fast probe: %d x %d features do not fit in memory; L-BFGS streamed from the files", n, d
+            )
     block = featstore.block_rows(d, ram_bytes)
     mean, std = (t.to(device) for t in featstore.column_stats(train.features, block))
     ytr = train.labels.to(device)
-    scores, states, steps, converged = {}, {}, {}, {}
+    scores, states, steps, converged, objective, grad_max = {}, {}, {}, {}, {}, {}
     with _tf32(device) as tf32:
         x = _full_matrix(train.features, mean, std, block) if solver == FULL_BATCH else None
         w = torch.zeros(d, k, device=device, requires_grad=True)
         b = torch.zeros(k, device=device, requires_grad=True)
         for wd in sorted(grid, reverse=True):  # strong to weak regularisation: warm starts move little
             if x is not None:
-                steps[wd], converged[wd] = _lbfgs(x, ytr, w, b, wd, max_iter)
+                f = _resident_objective(x, ytr, w, b, wd)
             else:
-                steps[wd], converged[wd] = _adam(
-                    train.features, ytr, w, b, wd, mean, std, block, minibatch, max_epochs, tol
-                )
+                f = _streamed_objective(train.features, ytr, w, b, wd, mean, std, block)
+            steps[wd], converged[wd], objective[wd], grad_max[wd] = _lbfgs(
+                f, w, b, max_iter, tolerance_grad, tolerance_change
+            )
             scores[wd] = _accuracy(w, b, val, mean, std, block)
             states[wd] = (w.detach().clone(), b.detach().clone())
             top = max(scores.values())
@@ -292,10 +300,12 @@ def fast_probe(
         best,
         scores,
         solver,
-        stopping=stopping_rule(solver, max_iter, max_epochs, tol),
+        stopping=stopping_rule(solver, max_iter, tolerance_grad, tolerance_change),
         steps=steps,
         converged=converged,
         tf32=tf32,
+        objective=objective,
+        grad_max=grad_max,
     )
 
 
@@ -379,8 +389,16 @@ def reference_probe(
 # ---------------------------------------------------------------- command line
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(requested: str = "auto") -> torch.device:
+    """Where probes run: `auto` on CUDA when torch can use it, else on the CPU with a line on stderr saying
+    why (a Table 3 probe on the CPU is not something to find out from the wall time); `cuda`: no usable GPU
+    is an error; `cpu`. The same rule as pretraining's `--device` (`runtime.choose_cuda`)."""
+    from richreps import runtime
+
+    cuda, why = runtime.choose_cuda(requested)
+    if not cuda and requested == "auto":
+        print(f"[probe] probing on the CPU: {why}", file=sys.stderr)
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", type=int, nargs=3, default=[5000, 1000, 2000], help="cues: train/val/test sizes"
     )
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help="auto: CUDA when usable, else the CPU, said on stderr; cuda: no usable GPU is an error",
+    )
     args = ap.parse_args(argv)
     if args.dataset != "cues" and not args.root:
         ap.error(f"--root is required for --dataset {args.dataset}")
@@ -435,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             members.recorded_recipe(p)  # a record that is not a mapping is a damaged file, named
         models = [members.load(p) for p in args.members]
         members.check_cat(models)
-        device = default_device()
+        device = default_device(args.device)
         if args.dataset == "cues":
             # the images the members were trained on: their recorded mixture weights and renderer
             recipe = members.recorded_recipe(args.members[0])
@@ -462,7 +486,13 @@ def main(argv: list[str] | None = None) -> int:
                 train_batches, augmented = (lambda epoch: source()), False
             else:
                 train_batches = features.folder_batches(
-                    args.dataset, args.root, "train", args.image_size, True, args.workers
+                    args.dataset,
+                    args.root,
+                    "train",
+                    args.image_size,
+                    True,
+                    args.workers,
+                    val_fraction=features.probe_val_fraction(args.dataset, args.members),
                 )
                 augmented = True
             result = reference_probe(

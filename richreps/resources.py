@@ -210,7 +210,7 @@ def format_resources(res: Resources) -> str:
     ]
     for name, b in res.full_batch_bytes.items():
         lines.append(
-            f"  full-batch L-BFGS on {name}'s largest CAT needs {_gb(b)} (GPU memory), else minibatch Adam"
+            f"  full-batch L-BFGS on {name}'s largest CAT needs {_gb(b)} (GPU memory), else L-BFGS streamed from the files"
         )
     for key, b in res.disk.items():
         lines.append(f"  disk, {key}: {_gb(b)} in {res.where[key]}")

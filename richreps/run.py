@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,27 @@ def versions() -> dict[str, str]:
     return out
 
 
+KERNELS_PREFIX = "richreps-kernels-"  # + the runner's pid: a folder whose runner is gone is stale
+
+
+def remove_stale_kernel_folders(root: str | Path | None = None) -> list[Path]:
+    """Remove this user's kernel-socket folders whose runner is gone: a runner killed by SIGKILL could not
+    remove its own. Each folder is named by its runner's pid; a live pid's folder is left alone."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{KERNELS_PREFIX}*"):
+        pid = folder.name[len(KERNELS_PREFIX) :].split("-")[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # alive (or not ours to signal): keep it
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (PermissionError, OSError):
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def ipc_kernels() -> Iterator[type]:
     """A kernel manager class for papermill (`kernel_manager_class`) whose kernels talk over IPC
@@ -96,7 +118,8 @@ def ipc_kernels() -> Iterator[type]:
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
-    with tempfile.TemporaryDirectory(prefix="richreps-kernels-") as folder:
+    remove_stale_kernel_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{KERNELS_PREFIX}{os.getpid()}-") as folder:
 
         class IPCKernelManager(AsyncKernelManager):
             @default("transport")

@@ -474,3 +474,42 @@ def test_the_mnist_digits_are_mlxtends_own_values():
     x, y = mnist_data()
     ours, labels = _mnist()
     assert (ours.reshape(len(ours), -1) == x).all() and (labels == y).all() and ours.dtype == np.uint8
+
+
+def test_the_probes_validation_split_on_imagenet_holds_no_image_that_pretraining_trained_on(
+    imagenet, tmp_path, monkeypatch
+):
+    """Issue 27: probing ImageNet with members pretrained on it, the probe's validation split (which chooses
+    its weight decay) is pretraining's own hold-out; with the probe's old 2 % against pretraining's 10 %
+    here, or 1 % at the paper's scale, the two splits would differ and the probe would select on trained-on
+    images."""
+    import richreps.data as data
+    from richreps import features, members
+    from richreps.config import Recipe
+    from richreps.models import SmallCNN
+
+    trained = {p for p, _ in imagenet_stream(imagenet, "cpu").dataset.base.samples}  # val_fraction 0.1
+    recipe = Recipe(data="imagenet", data_root=str(imagenet), image_size=24, global_batch=4, val_fraction=0.1)
+    member = members.save(SmallCNN(len(WNIDS), 4), tmp_path / "m.pt", recipe, 0, 1)
+    assert features.probe_val_fraction("imagenet", [member]) == 0.1
+    assert features.probe_val_fraction("cifar10", [member]) == features.PROBE_VAL_FRACTION
+
+    built = []
+    real = data.build_dataset
+    monkeypatch.setattr(data, "build_dataset", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    features.folder_batches("imagenet", str(imagenet), "val", 24, False, 0, val_fraction=0.1)
+    probe_val = {p for p, _ in built[-1].samples}
+    assert probe_val and not probe_val & trained
+    assert probe_val | trained == {p for p, _ in data.index_dataset("imagenet", str(imagenet)).train}
+
+
+def test_inat18s_tail_classes_keep_every_training_image():
+    """Issue 27: iNat18's classes of 2 to 20 images gave one to the validation split, up to half of their
+    training images; split by the share alone, they keep them all, and the head still gives its 2 %."""
+    from richreps.data.folders import stratified_split
+
+    labels = np.repeat(np.arange(3), [2, 20, 500])
+    train, val = stratified_split(labels, 0.02, 0, one_per_class=False)
+    assert np.bincount(labels[val], minlength=3).tolist() == [0, 0, 10]
+    train, val = stratified_split(labels, 0.02, 0)  # CIFAR and ImageNet: at least one per class, as before
+    assert np.bincount(labels[val], minlength=3).tolist() == [1, 1, 10]

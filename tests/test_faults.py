@@ -166,7 +166,7 @@ def test_a_truncated_jpeg_is_caught_by_the_scan(tmp_path):
     [
         (["--lr", "-1"], "--lr must be > 0"),
         (["--bn-batches", "0"], "--bn-batches must be >= 1"),
-        (["--global-batch", "0"], "--global-batch must be >= 1"),
+        (["--global-batch", "0"], r"--global-batch must be in \[1, 16777216\)"),
         (["--ckpt-every", "0"], "--ckpt-every must be >= 1"),
         (["--log-every", "0"], "--log-every must be >= 1"),
         (["--train-size", "16"], "--train-size 16 is smaller than one batch"),

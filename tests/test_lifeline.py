@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 
 from bench.processes import descendants
 from richreps import completion
+from richreps import run as run_module
 from richreps.config import Recipe
 
 # notebook 03 at its smallest: CAT1 (seed 0, 16 steps) and CAT2 (seeds 0 and 1, 8 steps each), one process
@@ -127,6 +129,8 @@ def test_a_killed_runner_leaves_no_process_and_a_rerun_finishes_its_tables(
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err.decode()[-2000:]
     assert tables(outputs) == uninterrupted
+    # nothing of the killed runner is left outside its run folder: the re-run removed its kernel sockets
+    assert not list(Path(tempfile.gettempdir()).glob(f"{run_module.KERNELS_PREFIX}{proc.pid}-*"))
 
 
 def test_a_run_is_done_by_its_record_or_by_the_two_files_an_older_run_wrote_last(tmp_path):
@@ -145,3 +149,15 @@ def test_a_run_is_done_by_its_record_or_by_the_two_files_an_older_run_wrote_last
     with (tmp_path / "metrics" / "seed0.jsonl").open("a") as f:
         f.write('{"step": 16, "val_loss": 2.0, "val_acc": 0.3}\n')
     assert completion.is_done(tmp_path, 0, recipe, 16, [8, 16])
+
+
+def test_only_kernel_folders_of_dead_runners_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{run_module.KERNELS_PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{run_module.KERNELS_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "richreps-kernels-notapid"
+    for folder in (stale, live, other):
+        folder.mkdir()
+    assert run_module.remove_stale_kernel_folders(tmp_path) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()

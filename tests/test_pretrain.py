@@ -150,6 +150,11 @@ def test_kill_and_resume_is_bitwise(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "final" / "seed0.pt").exists()
+    # issue 27: a resume with another world size is refused in one line (each process owns a stream shard)
+    alone = [sys.executable, "-m", "richreps.pretrain", "--out", str(tmp_path / "killed"), *common]
+    refused = subprocess.run(alone, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "saved by 2 processes and this start has 1" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()[-1]) > 0 and "Traceback" not in refused.stderr
     subprocess.run(command(tmp_path / "killed"), check=True, env=env, capture_output=True)
     ref = torch.load(tmp_path / "ref" / "final" / "seed0.pt", weights_only=False)
     res = torch.load(tmp_path / "killed" / "final" / "seed0.pt", weights_only=False)

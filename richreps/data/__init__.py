@@ -91,7 +91,7 @@ def build_dataset(
     index = index if index is not None else index_dataset(name, root)
     samples = index.test if split == "test" else index.train
     if split != "test":
-        tr, va = stratified_split(index.labels("train"), val_fraction, seed)
+        tr, va = stratified_split(index.labels("train"), val_fraction, seed, one_per_class=name != "inat18")
         samples = [samples[i] for i in (tr if split == "train" else va)]
     if scan or (scan is None and corrupt_policy == "skip"):
         samples, _ = scan_images(samples, corrupt_policy, desc=f"checking {name}/{split}")
@@ -100,6 +100,7 @@ def build_dataset(
     return ds
 
 
-def split_counts(labels: np.ndarray, val_fraction: float, seed: int) -> dict[str, int]:
-    tr, va = stratified_split(labels, val_fraction, seed)
+def split_counts(labels: np.ndarray, val_fraction: float, seed: int, dataset: str = "") -> dict[str, int]:
+    """How many training images `build_dataset` keeps for train and for val (iNat18 by its share alone)."""
+    tr, va = stratified_split(labels, val_fraction, seed, one_per_class=dataset != "inat18")
     return {"train": len(tr), "val": len(va)}

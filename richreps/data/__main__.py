@@ -41,7 +41,9 @@ def check(dataset: str, root: str | None, val_fraction: float, seed: int) -> lis
         classes = index.classes
         good_train, bad_train = scan_images(index.train, "skip", desc="checking train")
         good_test, bad_test = scan_images(index.test, "skip", desc="checking test")
-        counts = split_counts(np.array([y for _, y in good_train], dtype=np.int64), val_fraction, seed)
+        counts = split_counts(
+            np.array([y for _, y in good_train], dtype=np.int64), val_fraction, seed, dataset
+        )
         counts["test"] = len(good_test)
         for path in (bad_train + bad_test)[:20]:
             print(f"  unreadable: {path}")

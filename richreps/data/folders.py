@@ -342,10 +342,15 @@ def load_rgb(path: str) -> Image.Image:
 # ---------------------------------------------------------------- splits and datasets
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, one_per_class: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic per-class split of a training set into (train, validation) indices.
 
-    Model selection uses the validation part, so it never touches the test split.
+    Model selection uses the validation part, so it never touches the test split. `one_per_class` holds
+    out at least one image of every class with two or more; without it a class gives round(fraction x its
+    size), so iNat18's long tail (classes of 2 to 20 images) keeps every training image, as in the authors'
+    protocol, where the whole of train2018 trains the probe.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -355,7 +360,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
         k = int(round(val_fraction * len(idx)))
-        k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
+        k = min(max(k, 1 if one_per_class else 0), len(idx) - 1) if len(idx) > 1 else 0
         val.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
