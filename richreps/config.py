@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
-from richreps.params import (
+from richreps.bounds import (
     BATCH_MAX,
     BATCH_WHY,
     IMAGES_MAX,
@@ -36,6 +35,7 @@ from richreps.params import (
     WIDTH_MAX,
     WIDTH_WHY,
 )
+from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")

@@ -132,6 +132,13 @@ def final_eval(last: pd.DataFrame, runs: Iterable[tuple[int, int]], cat1_seeds: 
     )
 
 
+def final_eval_of_plans(last: pd.DataFrame, plans, recipe) -> str:
+    """`final_eval` for notebook 03's `budget.Plan`s and recipe: every run of every seed set, CAT1's seeds,
+    and the pretraining task's chance."""
+    runs = [(r.seed, r.steps) for p in plans for r in p.runs]
+    return final_eval(last, runs, [p.cats[1][0][0] for p in plans], pretrain_chance(recipe))
+
+
 def calibration(calib: pd.DataFrame) -> str:
     """Notebook 04's floors and ceilings: fractions in [0, 1], and which targets are kept and why not."""
     name = "04_calibration"

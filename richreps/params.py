@@ -16,6 +16,19 @@ from pathlib import Path
 
 import yaml
 
+from richreps.bounds import (
+    BATCH_MAX,
+    BATCH_WHY,
+    IMAGES_MAX,
+    IMAGES_WHY,
+    PIXELS_MAX,
+    PIXELS_WHY,
+    STEPS_MAX,
+    STEPS_WHY,
+    WIDTH_MAX,
+    WIDTH_WHY,
+)
+
 RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
 PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
 # *_root keys whose folder must be in a dataset's layout (data_root: when pretrain_data is imagenet)
@@ -28,18 +41,8 @@ ROOT_DATASETS = {
 }
 MAX_BYTES = 1_000_000  # a params file is a few KB; a bigger file is not one
 LIST_MAX = 1_000  # values in any list (a grid, the seeds, the budgets): more is a typo's plan
-STEPS_MAX = 10**8  # steps of any run, here and in pretrain's flags (richreps.config.STEPS_RULE)
-STEPS_WHY = "10^8 steps is 222 times the paper's longest run, CAT1's 450K"
-# Bounds the notebooks' parameter comments do not declare: past one a value cannot be meant, and it would
-# be found only after compute has started. key -> (rule, as in a comment, and why)
-IMAGES_MAX = 10**9  # images in any set or split, and shots
-IMAGES_WHY = "10^9 images is 70 times ImageNet-21k"
-PIXELS_MAX = 8192  # pixels on a side of any crop
-PIXELS_WHY = "8,192 pixels a side is 36 times the paper's 224"
-BATCH_MAX = 2**24  # images per optimizer step
-BATCH_WHY = "2^24 images per step is 16,384 times the paper's 1,024"
-WIDTH_MAX = 2**16  # small_cnn channels
-WIDTH_WHY = "2^16 channels is 1,024 times the laptop study's 64"
+# Bounds the notebooks' parameter comments do not declare (richreps.bounds): past one a value cannot be meant,
+# and it would be found only after compute has started. key -> (rule, as in a comment, and why)
 LIMITS = {
     **{key: (f"below {STEPS_MAX}", STEPS_WHY) for key in (
         "baseline_steps", "total_steps", "warmup_steps", "plateau_step", "sweep_budgets", "trajectory_steps",

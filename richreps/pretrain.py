@@ -12,7 +12,7 @@ is done when out/done/seed<S>.json says so (`richreps.completion`, written last)
 worker dies with its agent (`richreps.lifeline`). What the members are is decided by the
 `richreps.config.Recipe` flags alone (defaults: AlgoPerf v0.6's schedule-free ResNet-50 entry);
 the other flags say where, which seed, how long and how often to checkpoint. `RICHREPS_TEST_PAUSE`
-is the fault suite's hook (`pause_for_fault_test`), inert unless set.
+is the fault suite's hook (`fault_pause`), inert unless set.
 
 (Over 400 lines on purpose: the flags, their rules and the training loop stay in one file read top to
 bottom, as in nanoGPT's train.py; restart guards, devices and streams live in `checkpoints`, `runtime`
@@ -415,6 +415,7 @@ def train(args: argparse.Namespace) -> dict:
         mininterval=2.0,
     )
     last_ckpt_time, window_start, window_images = time.monotonic(), time.perf_counter(), 0
+    pause_at = fault_pause(master)  # None outside the fault suite
 
     while step < args.steps:
         total = train_step(t)
@@ -424,8 +425,8 @@ def train(args: argparse.Namespace) -> dict:
                 write_json(failed, {"error": msg, "step": step + 1, "checkpoint": str(ckpt_path or "none")})
             raise NonFiniteLoss(msg)
         step += 1
-        if master:
-            pause_for_fault_test(out, args.seed, f"step:{step}")
+        if step == pause_at:
+            hold_for_fault_test(out, args.seed)
         window_images += recipe.global_batch
         bar.update(1)
 
@@ -449,8 +450,8 @@ def train(args: argparse.Namespace) -> dict:
             if master and step in exports:
                 members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
             if master and (want_eval or step == args.steps):
-                if step == args.steps:
-                    pause_for_fault_test(out, args.seed, "final-eval")
+                if step == args.steps and pause_at == "final-eval":
+                    hold_for_fault_test(out, args.seed)
                 rec = {"step": step, **evaluate(member, val, device, amp)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
@@ -474,9 +475,8 @@ def train(args: argparse.Namespace) -> dict:
         state_path = out / "final" / f"seed{args.seed}.pt"  # the training state, for bitwise comparisons
         with atomic_path(state_path) as tmp:
             torch.save({"model": raw.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
-        completion.mark_done(
-            out, args.seed, recipe, step, exports
-        )  # last: members, metrics, state are written
+        # last: the members, the metrics and the final state are written
+        completion.mark_done(out, args.seed, recipe, step, exports)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -487,13 +487,18 @@ def train(args: argparse.Namespace) -> dict:
     }
 
 
-def pause_for_fault_test(out: Path, seed: int, moment: str) -> None:
-    """The fault suite's hook (tests/test_lifeline.py), inert unless `RICHREPS_TEST_PAUSE` names `moment`
-    (`step:<N>` after step N's update, `final-eval` before the final evaluation, after the last export): write
-    <out>/paused_seed<S> and wait, so that the test kills the runner at exactly that moment."""
-    if os.environ.get("RICHREPS_TEST_PAUSE") == moment:
-        (out / f"paused_seed{seed}").touch()
-        time.sleep(600)
+def fault_pause(master: bool) -> int | str | None:
+    """The fault suite's hook (tests/test_lifeline.py), read once per run: `RICHREPS_TEST_PAUSE=step:<N>`
+    holds rank 0 after step N's update, `final-eval` before the final evaluation (after the last export);
+    None, the rule everywhere else, holds nothing."""
+    pause = os.environ.get("RICHREPS_TEST_PAUSE") if master else None
+    return int(pause[5:]) if pause and pause.startswith("step:") else pause
+
+
+def hold_for_fault_test(out: Path, seed: int) -> None:
+    """Write <out>/paused_seed<S> and wait, so that the test kills the runner at exactly this moment."""
+    (out / f"paused_seed{seed}").touch()
+    time.sleep(600)
 
 
 def main(argv: list[str] | None = None) -> int:

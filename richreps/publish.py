@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from richreps.io import atomic_path, unwritable, write_json
+from richreps.io import atomic_path, project_path, unwritable, write_json
 
 
 class PublishError(ValueError):
@@ -77,7 +77,7 @@ def params_name(params_file: str | Path) -> str:
     """A params file as a publish record names it: relative to the repository when inside it, so that
     a colleague's clone publishing the same file is the same source; else its absolute path."""
     path = Path(params_file).expanduser().resolve()
-    root = Path(__file__).resolve().parents[1]
+    root = project_path(".").resolve()  # the repository's root, as notebooks resolve output_dir
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
