@@ -23,7 +23,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from richreps import experiment, features, launch, members, probe
+from richreps import experiment, features, members, planfile, probe
 from richreps.config import Recipe
 from richreps.data import cues
 
@@ -31,14 +31,15 @@ from richreps.data import cues
 def default_members(work: Path) -> list[Path]:
     """The largest CAT of the smoke run's first seed set when it exists, else five untrained members."""
     try:
-        recipe, run_dir, cats = launch.read_plan("outputs/smoke/pretrain")
+        plan = planfile.read("outputs/smoke/pretrain")
+        recipe, run_dir, cats = plan.recipe, plan.run_dir, plan.cats
         n = max(cats[0])
         files = [members.member_path(run_dir, s, t) for s, t in cats[0][n]]
         for f, (s, t) in zip(files, cats[0][n]):
             members.require(f, recipe, s, t)
         print(f"members: the smoke run's CAT{n} ({cats[0][n][0][1]} steps each)")
         return files
-    except (FileNotFoundError, members.CheckpointError):
+    except (FileNotFoundError, ValueError, members.CheckpointError):
         print("members: five untrained small CNNs (no current smoke run found)")
         recipe = Recipe(width=16)
         return [experiment.save_untrained(work / f"untrained{i}.pt", recipe, i) for i in range(5)]

@@ -1,9 +1,7 @@
-"""Ablations of the study's recipe (issue 19): CAT1, CATmax and WIDE1 retrained at the main budget with one
-recipe field changed, probed like the main run, both contrasts set beside the main run's.
+"""Ablations of the study's recipe (issue 19): CAT1, CATmax and the controls retrained at the main budget
+with one recipe field changed, probed like the main run, both contrasts set beside the main run's.
 
-    abls = ablation.plan(recipe, "label_smoothing", [0.0], params, wide=True)    # notebook 03
-    ablation.write(output_dir / "pretrain", abls)
-    wall = launch.launch_variant(abls[0], output_dir / "pretrain", extra, "local", nproc=1)  # each one
+    study = plan_study(values); planfile.write(...)                              # notebook 03 (richreps.study)
     rows = ablation.probe(output_dir / "pretrain", tasks, sizes, grid, cache)      # notebook 04
     table = ablation.contrasts(long, rows, "label_smoothing", recipe.label_smoothing, tasks)
 
@@ -14,69 +12,11 @@ of the ablation pairs with seed set k of the main run, and each seed set probes 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from richreps import budget, experiment, verdicts
-from richreps.budget import Plan
-from richreps.config import Recipe
-from richreps.io import write_json
-
-FILE = "ablations.json"  # beside notebook 03's plan file, written by notebook 03, read by notebook 04
-
-
-@dataclass(frozen=True)
-class Ablation:
-    key: str
-    value: float
-    recipe: Recipe
-    plans: list[Plan]  # per seed set: CAT1 and CATmax at the main budget, the main plan's seeds
-    wide_recipe: Recipe | None
-    wide_plans: list[Plan]
-    folder: str = "."  # its run folders sit beside the main run's, named by their recipes' tags
-
-
-def plan(recipe: Recipe, key: str, values: list, params: Mapping, wide: bool) -> list[Ablation]:
-    """One ablation per value of recipe field `key`; `params` are notebook 03's parameter values."""
-    n_max = max(params["cat_sizes"])
-    plans = budget.plans_from_params(
-        {**params, "cat_sizes": [n_max], "sweep_budgets": [], "trajectory_steps": []}
-    )
-    out = []
-    for value in values:
-        changed = recipe.replace(**{key: value})
-        if changed == recipe:
-            raise ValueError(f"ablate_{key}: {value!r} is the recipe's own value; nothing to compare")
-        wide_recipe = changed.replace(last_mult=n_max) if wide else None
-        wide_plans = budget.wide_plans(plans, params["baseline_steps"]) if wide else []
-        out.append(Ablation(key, value, changed, plans, wide_recipe, wide_plans))
-    return out
-
-
-def write(pretrain_dir: str | Path, abls: list[Ablation]) -> Path:
-    """The ablations' recipes, run folders and members, for notebook 04 (an empty list when none)."""
-    record = [
-        {
-            "key": a.key,
-            "value": a.value,
-            "recipe": a.recipe.to_dict(),
-            "run_dir": a.recipe.tag(),
-            "seed_sets": [{str(n): [list(m) for m in ms] for n, ms in p.cats.items()} for p in a.plans],
-            "wide": None
-            if a.wide_recipe is None
-            else {
-                "recipe": a.wide_recipe.to_dict(),
-                "run_dir": a.wide_recipe.tag(),
-                "members": [list(p.cats[1][0]) for p in a.wide_plans],
-            },
-        }
-        for a in abls
-    ]
-    return write_json(Path(pretrain_dir) / FILE, record)
+from richreps import experiment, planfile, verdicts
 
 
 def probe(
@@ -87,23 +27,16 @@ def probe(
     cache: str | Path,
     device: str = "cpu",
 ) -> list[dict]:
-    """Every ablation's CAT1, CATmax and WIDE1 probed on `tasks` (and the mixture), all labelled
-    examples; each row carries the ablated field and its value. No file: no ablation, no rows."""
-    path = Path(pretrain_dir) / FILE
+    """Every ablation's CAT1, CATmax and controls probed on `tasks` (and the mixture), all labelled
+    examples; each row carries the ablated field and its value. No ablation: no rows."""
     rows: list[dict] = []
-    for rec in json.loads(path.read_text()) if path.exists() else []:
-        recipe = Recipe.from_dict(rec["recipe"])
-        cats = [{int(n): [tuple(m) for m in ms] for n, ms in s.items()} for s in rec["seed_sets"]]
-        reps = experiment.representations(cats, Path(pretrain_dir) / rec["run_dir"], recipe)
-        if rec["wide"]:
-            wide = rec["wide"]
-            ms = [tuple(m) for m in wide["members"]]
-            if len(ms) != len(reps):
-                raise ValueError(f"{path}: WIDE1 listed for {len(ms)} seed sets, the CATs for {len(reps)}")
-            wide_recipe, wide_dir = Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"]
-            reps = {k: [*rs, experiment.wide_rep(ms[k], wide_dir, wide_recipe)] for k, rs in reps.items()}
-        found = experiment.probe_cues(reps, recipe, tasks, sizes, grid, [], cache, device)
-        rows += [{**r, rec["key"]: rec["value"]} for r in found]
+    for v in planfile.read_variants(pretrain_dir, "ablation"):
+        plan = v.plan
+        reps = experiment.representations(plan.cats, plan.run_dir, plan.recipe)
+        for c in plan.controls:  # trained only: the untrained twins do not depend on the ablated field
+            reps = {k: [*rs, experiment.control_rep(c, k)] for k, rs in reps.items()}
+        found = experiment.probe_cues(reps, plan.recipe, tasks, sizes, grid, [], cache, device)
+        rows += [{**r, v.key: v.value} for r in found]
     return rows
 
 

@@ -10,9 +10,9 @@ import pandas as pd
 
 from richreps.evidence import load_all
 from richreps.evidence.claims import OOD, derived_table3
+from richreps.targets import CUES as SINGLE_CUE
+from richreps.targets import IID
 
-IID = "mixture (IID)"
-SINGLE_CUE = ("shape", "color", "texture", "position")  # = richreps.data.cues.CUES (no torch import here)
 DIRECT = "direct training"
 DIRECT_EQUAL = "direct training (probe's labels)"  # trained on as many labels as the probe
 

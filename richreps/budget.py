@@ -1,7 +1,6 @@
 """The TIME-CONCAT compute plan: which members to train, for how long, and what it costs.
 
     python -m richreps.budget --total 400000 --baseline 450000 --cat 2 4 5 --mode shared-prefix
-    python -m richreps.budget --resources params/paper.yaml   # GPU-hours, RAM and disk (richreps.resources)
 
 CAT1 is one member trained for the baseline's steps; CATn is n members of cat_budget // n steps
 (`--total`, the paper's "total iters": 400K).
@@ -17,8 +16,9 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+from richreps.targets import SEED_MAX
+
 MODES = ("shared-prefix", "independent")
-SEED_MAX = 2**63 - 1  # = richreps.config.SEED_MAX, pretrain's --seed bound (a plan imports no torch)
 # No member shorter than this many warmups (issue 19): a member that ends inside or just after its
 # warmup measures the warmup, not training. Shared-prefix needs a warmup fixed in steps, so instead of
 # scaling the warmup with the member (AlgoPerf's share of the run), sweep budgets whose CATmax members
@@ -207,35 +207,6 @@ def replicate_plans(
     ]
 
 
-WIDE_SEED_OFFSET = 50  # WIDE1 of seed set k trains with that set's first seed + 50
-
-
-def wide_plans(plans: list[Plan], baseline: int, offset: int = WIDE_SEED_OFFSET) -> list[Plan]:
-    """WIDE1 for every seed set: one run of CAT1's `baseline` steps, seed = the set's first seed + `offset`,
-    exported at each of the plan's sweep budgets as well (the sweep's CATmax - WIDE1).
-
-    WIDE1 (the single network of CATmax's feature dimension, the paper's Table 2 "baseline") trains
-    with its own recipe into its own run folder, but its seed is still checked against every seed any
-    plan uses, so that no initialisation or data order is shared between or within seed sets."""
-    used = {r.seed for p in plans for r in p.runs}
-    seeds = [p.cats[1][0][0] + offset for p in plans]
-    for k, s in enumerate(seeds):
-        if s in used or seeds.count(s) > 1:
-            raise ValueError(
-                f"WIDE1 of seed set {k} would use seed {s} (its first seed + {offset}), which another run "
-                "uses; choose seeds that leave first seed + 50 free"
-            )
-        if not 0 <= s <= SEED_MAX:
-            raise ValueError(f"WIDE1 seed {s} is outside [0, {SEED_MAX}] (pretrain's --seed)")
-    out = []
-    for s, p in zip(seeds, plans):  # exported at every sweep budget too: CATmax - WIDE1 by budget
-        steps = sorted({baseline, *p.sweep})
-        used_by = {t: "WIDE1" if t == baseline else f"sweep {t}: WIDE1" for t in steps}
-        sweep = {b: {1: [(s, b)]} for b in p.sweep}
-        out.append(Plan({1: [(s, baseline)]}, [Run(s, steps[-1], steps, used_by)], p.mode, sweep))
-    return out
-
-
 def plans_from_params(values: dict) -> list[Plan]:
     """Notebook 03's replicate plans from its parameter values (a params file over the defaults)."""
     return replicate_plans(
@@ -300,20 +271,10 @@ def format_plan(p: Plan, other: Plan | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    res = argparse.ArgumentParser(add_help=False)  # the resource plan of a params file (richreps.resources)
-    res.add_argument(
-        "--resources", metavar="PARAMS.yaml", help="print a params file's GPU-hours, RAM and disk"
-    )
-    res.add_argument("--outputs", default="outputs", help="with --resources: the runner's outputs root")
-    known, rest = res.parse_known_args(argv)
-    if known.resources:
-        from richreps.resources import main_resources
-
-        if rest:
-            res.error(f"--resources takes no other flag than --outputs, got {' '.join(rest)}")
-        return main_resources(known.resources, known.outputs)
     ap = argparse.ArgumentParser(
-        prog="python -m richreps.budget", description=__doc__.splitlines()[0], parents=[res]
+        prog="python -m richreps.budget",
+        description=__doc__.splitlines()[0],
+        epilog="A params file's GPU-hours, RAM and disk: python -m richreps.resources PARAMS.yaml",
     )
     ap.add_argument(
         "--total", type=int, required=True, help="steps shared by the members of each CATn (n > 1)"

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from schedulefree import AdamWScheduleFree
 
-from richreps import config, experiment, features, verdicts
+from richreps import config, controls, direct, experiment, features, verdicts
 from richreps.aggregate import DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.data import cues
@@ -133,8 +133,8 @@ def parse_set(items: list[str], base: cues.Difficulty) -> cues.Difficulty:
 def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFrame:
     """The study's calibration table for a params file (the module docstring's second command)."""
     from richreps.io import project_path, write_table
+    from richreps.params import params_values
     from richreps.probe import default_device
-    from richreps.run import params_values
 
     v = params_values(params_file, project_path("notebooks"))
     if v["pretrain_data"] != "cues" or not v["cue_probes"]:
@@ -143,9 +143,14 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
     recipe, n_max, device = config.recipe_from_params(v), max(v["cat_sizes"]), default_device()
     sets = list(range(v["seed_sets"]))
     reps = experiment.untrained_controls(recipe, n_max, sets, out_dir / "untrained")
-    wide = config.wide_recipe_from_params(v)
-    if wide is not None:
-        reps = {k: [*rs, experiment.untrained_wide(wide, k, out_dir / "untrained")] for k, rs in reps.items()}
+    for c in controls.planned(v):  # each control's untrained twin: its floor
+        changed = c.recipe(recipe, n_max)
+        if changed is not None:
+            twin = {
+                k: experiment.untrained_control(c.name, changed, k, out_dir / "untrained", c.seed_offset)
+                for k in sets
+            }
+            reps = {k: [*rs, twin[k]] for k, rs in reps.items()}
     sizes = dict(zip(("train", "val", "test"), v["probe_sizes"]))
     tasks, cache = v["probe_tasks"], out_dir / "feature_cache"
     print(
@@ -157,7 +162,7 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
     print(
         f"ceilings: direct training, {direct_sets} seeds x {v['direct_steps']} steps per target", flush=True
     )
-    rows += experiment.ceilings(recipe, tasks, v["direct_steps"], v["direct_train_size"], sizes, direct_sets,
+    rows += direct.ceilings(recipe, tasks, v["direct_steps"], v["direct_train_size"], sizes, direct_sets,
                                 project_path(v["direct_dir"]) if v.get("direct_dir") else out_dir / "direct", equal_labels=v["direct_equal_labels"], equal_steps=v["direct_equal_steps"], device=device)  # fmt: skip
     long = pd.DataFrame(rows)
     write_table(long, out_dir, "00_calibration_long", index=False)

@@ -36,11 +36,11 @@ from richreps.bounds import (
     WIDTH_WHY,
 )
 from richreps.data.cues import DEFAULT_RENDER, DEFAULT_WEIGHTS, RENDERS
+from richreps.targets import SEED_MAX
 
 ARCHS = ("resnet50", "resnet18_cifar", "small_cnn")
 DATA = ("cues", "imagenet")
 CORRUPT_POLICIES = ("error", "skip")
-SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators take seeds up to this
 RULES = ("low", "above", "below", "high")  # >=, >, <, <=
 STEPS_RULE = {"below": STEPS_MAX, "why": STEPS_WHY}  # the bound of any count of steps
 IMAGES_RULE = {"below": IMAGES_MAX, "why": IMAGES_WHY}  # ... of any count of images
@@ -267,12 +267,3 @@ def recipe_from_params(values: Mapping) -> Recipe:
     `python -m richreps.calibrate --params`, so the calibration's direct-training runs are the ones
     notebook 04 finds current and reuses."""
     return Recipe(**{field: values[key] for key, field in RECIPE_PARAMS.items()})
-
-
-def wide_recipe_from_params(values: Mapping) -> Recipe | None:
-    """WIDE1's recipe (the members' recipe with its last stage CATmax times wider) when notebook 03's
-    `wide_control` asks for it and the architecture has a widened last stage (small_cnn); else None.
-    One rule for notebook 03, `python -m richreps.calibrate --params` and the resource plan."""
-    if not values.get("wide_control") or values["arch"] != "small_cnn":
-        return None
-    return recipe_from_params(values).replace(last_mult=max(values["cat_sizes"]))

@@ -5,7 +5,7 @@ optimal linear classifiers are found by enumerating dichotomies and solving smal
 never by gradient descent. The one learned model (`train_gated`) is the empirical
 side: it shows which feature a sparsity-biased learner keeps.
 
-About 590 lines, on purpose: the exact optimum, the learner and the Proposition 2.1 audit share
+Over 450 lines because the exact optimum, the learner and the Proposition 2.1 audit share
 the four points, the components and the probe accuracy, and notebook 01 reads as one module.
 """
 

@@ -1,36 +1,34 @@
-"""Notebook 04's experiment: representations, untrained controls, probes and direct training.
+"""Notebook 04's experiment: representations, untrained controls and probes (direct training: richreps.direct).
 
-    recipe, run_dir, cats = launch.read_plan(output_dir / "pretrain")      # what notebook 03 trained
-    reps = representations(cats, run_dir, recipe)                           # refuses stale members
-    reps = add_untrained_controls(reps, recipe, output_dir / "untrained")
-    reps = add_wide(reps, launch.read_wide(output_dir / "pretrain"), output_dir / "untrained")  # WIDE1
+    plan = planfile.read(output_dir / "pretrain")                          # what notebook 03 trained
+    reps = representations(plan.cats, plan.run_dir, plan.recipe)            # refuses stale members
+    reps = add_untrained_controls(reps, plan.recipe, output_dir / "untrained")
+    reps = add_controls(reps, plan.controls, output_dir / "untrained")      # WIDE1, ... and their twins
     rows = probe_cues(reps, recipe, tasks, sizes, grid, shots, cache)
-    rows += direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, output_dir / "direct")
 
 Every member comes from `richreps.members` with its recorded recipe; the mixture's weights are the
-members' own. Direct training is `richreps.pretrain.train` itself, with the recipe's data switched to
-the target task: the same loop, optimizer and export at the evaluation point as pretraining.
-
-Over 400 lines because notebook 04's representations, controls (untrained, WIDE1), probes, direct training
-and the sweep / trajectory extras share `Representation`, `_rep` and `probe_rows`; splitting them would
-spread one notebook's experiment over modules that import each other.
+members' own. Controls (`richreps.controls`) are appended from the plan file's records, each with its
+untrained twin.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from richreps import features, members
 from richreps.config import Recipe
 from richreps.members import member_path
-from richreps.probe import TOLERANCE_GRAD, choose_solver, fast_probe
+from richreps.probe import choose_solver, fast_probe
+from richreps.targets import IID
 
-IID = "mixture (IID)"
+if TYPE_CHECKING:
+    from richreps.planfile import ControlRecord
+
 UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
-WIDE = "WIDE1"  # one network of CATmax's feature dimension, CAT1's steps (notebook 03's wide_control)
 
 
 @dataclass(frozen=True)
@@ -134,38 +132,39 @@ def add_untrained_controls(
     return {k: [*rs, *controls[k]] for k, rs in reps.items()}
 
 
-def untrained_wide(recipe: Recipe, k: int, folder: str | Path) -> Representation:
-    """Seed set k's untrained WIDE1 (`recipe` is WIDE1's: last stage widened), BN recomputed on
-    pretraining images like the other untrained controls."""
-    from richreps.budget import WIDE_SEED_OFFSET
-
-    seed = UNTRAINED_SEED + 100 * k + WIDE_SEED_OFFSET
+def untrained_control(name: str, recipe: Recipe, k: int, folder: str | Path, offset: int) -> Representation:
+    """Seed set k's untrained twin of control `name` (`recipe` is the control's), BN recomputed on
+    pretraining images like the other untrained controls; seed 1000 + 100 k + its seed offset."""
+    seed = UNTRAINED_SEED + 100 * k + offset
     path = save_untrained(Path(folder) / f"seed{seed}.pt", recipe, seed)
-    return Representation(f"untrained {WIDE}", 1, 0, (str(path),))
+    return Representation(f"untrained {name}", 1, 0, (str(path),))
 
 
-def add_wide(
-    reps: dict[int, list[Representation]],
-    wide: tuple[Recipe, Path, list[tuple[int, int]]] | None,
-    folder: str | Path,
+def add_controls(
+    reps: dict[int, list[Representation]], records: list[ControlRecord], folder: str | Path
 ) -> dict[int, list[Representation]]:
-    """Append WIDE1 (its member checked current against WIDE1's own recipe, as CAT members are) and
-    untrained WIDE1 (BN recomputed on pretraining images, like the other untrained controls) to every
-    seed set. `wide` is `launch.read_wide(...)`; None (no WIDE1 trained) leaves `reps` as they are."""
-    if wide is None:
-        return reps
-    recipe, run_dir, ms = wide
-    if len(ms) != len(reps):
-        raise ValueError(f"the plan lists WIDE1 for {len(ms)} seed sets, the CATs for {len(reps)}")
-    return {
-        k: [*rs, wide_rep(ms[k], run_dir, recipe), untrained_wide(recipe, k, folder)]
-        for k, rs in reps.items()
-    }
+    """Append each control (its member checked current against the control's own recipe, as CAT members
+    are) and its untrained twin to every seed set. `records` is the plan file's (`PlanRecord.controls`);
+    none leaves `reps` as they are."""
+    for c in records:
+        if len(c.members) != len(reps):
+            raise ValueError(
+                f"the plan lists {c.name} for {len(c.members)} seed sets, the CATs for {len(reps)}"
+            )
+        reps = {
+            k: [*rs, control_rep(c, k), untrained_control(c.name, c.recipe, k, folder, c.seed_offset)]
+            for k, rs in reps.items()
+        }
+    return reps
 
 
-def wide_rep(member: tuple[int, int], run_dir: str | Path, recipe: Recipe) -> Representation:
-    """WIDE1 from its (seed, steps) member, checked current against WIDE1's own recipe."""
-    return _rep(WIDE, [member], Path(run_dir), recipe)
+def control_rep(record: ControlRecord, k: int) -> Representation:
+    """Seed set k's trained control, its member checked current against the control's own recipe."""
+    if k >= len(record.members):
+        raise ValueError(
+            f"the plan lists {record.name} for {len(record.members)} seed sets; seed set {k} asked"
+        )
+    return _rep(record.name, [record.members[k]], record.run_dir, record.recipe)
 
 
 def all_files(reps: dict[int, list[Representation]]) -> list[str]:
@@ -240,8 +239,7 @@ def probe_rows(
                         "tf32": r.tf32,
                         # the chosen weight decay's fit: a capped fit is visible, not hidden
                         "iterations": r.steps[r.weight_decay],
-                        "stopped by a tolerance": r.converged[r.weight_decay],  # not by the cap
-                        "gradient tolerance met": r.grad_max[r.weight_decay] <= TOLERANCE_GRAD,
+                        "gradient tolerance met": r.converged[r.weight_decay],  # not stopped by the cap
                         "objective": r.objective[r.weight_decay],
                         "max |gradient|": r.grad_max[r.weight_decay],
                     }
@@ -343,131 +341,6 @@ def probe_real(
     return rows
 
 
-def ceilings(
-    recipe: Recipe,
-    tasks: list[str],
-    steps: int,
-    train_size: int,
-    sizes: dict[str, int],
-    seed_sets: int,
-    folder: str | Path,
-    equal_labels: bool = False,
-    equal_steps: int = 0,
-    device: torch.device | str = "cpu",
-) -> list[dict]:
-    """Every target's ceiling (`direct_training` for `steps` on `train_size` images, 0: a fresh sample
-    every step) and, with `equal_labels`, direct training for `equal_steps` (0: `steps`) on as many
-    labels as the probe's train split beside it (the paper's Table 1 compares transfer and direct
-    training on equal labels; a set that small passes its plateau in fewer steps). Eight evenly spaced
-    exports each, so that a plateau is seen where there is one."""
-    from richreps.aggregate import DIRECT_EQUAL
-    from richreps.data.ood import is_ood
-
-    if steps < 1:  # direct_steps 0: no direct training at all
-        return []
-    rows = direct_training(recipe, tasks, steps, train_size, sizes, seed_sets, folder, 8, device)
-    if equal_labels:  # an OOD target trains on a fixed split as large as the probe's: the same labels
-        rows += [{**r, "method": DIRECT_EQUAL} for r in rows if is_ood(r["task"])]
-        rows += direct_training(
-            recipe, [t for t in tasks if not is_ood(t)], equal_steps or steps, sizes["train"], sizes,
-            seed_sets, folder, 8, device, DIRECT_EQUAL,
-        )  # fmt: skip
-    return rows
-
-
-def direct_training(
-    recipe: Recipe,
-    tasks: list[str],
-    steps: int,
-    train_size: int,
-    sizes: dict[str, int],
-    seed_sets: int,
-    folder: str | Path,
-    evaluations: int = 4,
-    device: torch.device | str = "cpu",
-    method: str = "direct training",
-) -> list[dict]:
-    """Train a member from scratch on each target task with its own ample training set (`train_size`
-    0: a fresh sample every step), or, as `method` "direct training (probe's labels)", on a set as
-    large as the probe's (the paper's Table 1 compares direct training and transfer on equal labels).
-
-    The pretraining recipe with the data switched to the task (`cue_task`), run by
-    `richreps.pretrain.train` itself. Members are exported at `evaluations` evenly spaced steps;
-    the one with the best accuracy on seed set k's validation split gives the test number, on seed
-    set k's test split (the probes' own samples, `set_features`). Finished runs whose members are
-    current are not retrained. Saturated targets (`richreps.data.ood.SATURATED`: random features read
-    them) are never judged, so they get no ceiling: their direct training would be minutes for nothing.
-    Training runs on the GPU when one is present (`pretrain.setup`); evaluation runs on `device`.
-    """
-    from richreps import pretrain
-    from richreps.data import cues
-    from richreps.data.ood import SATURATED, is_ood
-
-    if steps < 1 or recipe.data != "cues":
-        return []
-    tasks = [t for t in tasks if t not in SATURATED]
-    exports = sorted({max(1, steps * (i + 1) // evaluations) for i in range(evaluations)})
-    rows = []
-    for k in range(seed_sets):
-        for task in tasks:
-            task_recipe = recipe.replace(cue_task=task, train_size=train_size, data_seed=k)
-            # an OOD target trains on seed set k's partition (streams.cue_splits); the suffix keeps runs
-            # made before that (on partition 0, holding set k's test images) from being found current
-            run_dir = Path(folder) / (task_recipe.tag() + ("-split" if is_ood(task) else ""))
-            if not all(members.is_current(member_path(run_dir, k, s), task_recipe, k, s) for s in exports):
-                flags = [
-                    "--out",
-                    str(run_dir),
-                    "--seed",
-                    str(k),
-                    "--steps",
-                    str(steps),
-                    "--export-at",
-                    *map(str, exports),
-                ]
-                flags += [
-                    *task_recipe.flags(),
-                    "--ckpt-every",
-                    str(exports[0]),
-                    "--log-every",
-                    str(max(1, steps // 10)),
-                ]
-                pretrain.train(pretrain.parse_args(flags))
-            val, test = (  # seed set k's own validation and test splits, as its probes use
-                list(features.cue_batches(task, sizes[s], s, k, render=recipe.cue_render)())
-                for s in ("val", "test")
-            )
-            scored = []
-            for s in exports:
-                model = members.load(member_path(run_dir, k, s))
-                scored.append(
-                    (
-                        pretrain.evaluate(model.to(device), val, torch.device(device), amp=False)["val_acc"],
-                        s,
-                        model,
-                    )
-                )
-            val_acc, step, model = max(scored, key=lambda t: (t[0], -t[1]))
-            rows.append(
-                {
-                    "replicate": k,
-                    "method": method,
-                    "n": 1,
-                    "steps_per_member": steps,
-                    "compute_steps": steps,
-                    "task": task,
-                    "chance": 1.0 / (cues.TASKS[task].n_classes if task in cues.TASKS else cues.N_VALUES),
-                    "shots": "all",
-                    "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
-                    "val_acc": val_acc,
-                    "step": step,
-                    # past its plateau: the best validation export is not the last one (verdicts' keep rule)
-                    "plateaued": step != exports[-1],
-                }
-            )
-    return rows
-
-
 # ---------------------------------------------------------------- beyond the paper (richreps.sweep)
 
 
@@ -486,19 +359,18 @@ def budget_representations(
     sweeps: list[dict[int, dict[int, list[tuple[int, int]]]]],
     run_dir: str | Path,
     recipe: Recipe,
-    wide: tuple[Recipe, Path, list[dict[int, tuple[int, int]]]] | None = None,
+    records: list[ControlRecord] = (),
 ) -> dict[int, dict[int, list[Representation]]]:
-    """Per seed set, per budget: CAT1, CATmax and, with `wide` (`launch.read_wide_sweeps`), WIDE1 at
-    that budget (members checked current, as for the main plan)."""
-    wide_sweeps = wide[2] if wide else []
+    """Per seed set, per budget: CAT1, CATmax and each control exported at that budget (`records`: the plan
+    file's), members checked current, as for the main plan."""
     return {
         k: {
             b: [_rep("CAT1" if n == 1 else f"CAT{n}", ms, Path(run_dir), recipe) for n, ms in by_n.items()]
-            + (
-                [wide_rep(wide_sweeps[k][b], wide[1], wide[0])]
-                if k < len(wide_sweeps) and b in wide_sweeps[k]
-                else []
-            )
+            + [
+                _rep(c.name, [c.sweeps[k][b]], c.run_dir, c.recipe)
+                for c in records
+                if k < len(c.sweeps) and b in c.sweeps[k]
+            ]  # fmt: skip
             for b, by_n in sweep.items()
         }
         for k, sweep in enumerate(sweeps)

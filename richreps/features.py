@@ -11,7 +11,7 @@ are recomputed. Extraction runs each batch once through all the missing members 
 files in `cache_dir/partial/`, recording each chunk's checksum, so a killed extraction resumes after its last
 intact chunk; a finished file is renamed into place. Nothing is concatenated in RAM: the chunks held there are
 bounded by half of `featstore.ram_budget()`, and a CATn reads its members' files block by block (`featstore`).
-The cache's writing, resuming and checking stay together here, with the data sources, a little over 400 lines.
+Over 450 lines because the cache's writing, resuming and checking stay together here, with the data sources.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ def plot_budget_sweep(gains: pd.DataFrame, kept: list[str]) -> plt.Figure:
 def plot_map(table: pd.DataFrame, kept: list[str], contrast: str) -> plt.Figure:
     """The map (`regimes.table`): CATmax - `contrast` (WIDE1 or CAT1) in points with 95 % paired intervals
     against the budget, one panel per pretraining pool, one line per target (kept ones solid)."""
-    from richreps.regimes import CONTRASTS
+    from richreps.verdicts import CONTRASTS
 
     y, lo, hi = CONTRASTS[contrast]
     pools = list(dict.fromkeys(table.sort_values("pool_size")["pool"]))

@@ -1,25 +1,28 @@
 """Launch a TIME-CONCAT plan: torchrun on this machine, or submitit jobs on a SLURM cluster.
 
-Both launchers, the SLURM settings and the plan file notebook 03 hands to notebook 04 are one concern
-(how a plan's runs are started and found again), hence one module of about 450 lines."""
+Both launchers and the SLURM settings are one concern (how a plan's runs are started and found again).
+The plan file notebook 03 hands to notebook 04 is `richreps.planfile`."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from richreps import completion, lifeline, members
 from richreps.budget import Plan, Run
 from richreps.config import Recipe
-from richreps.io import read_jsonl, write_json
+from richreps.io import read_jsonl
 from richreps.members import member_path
+
+if TYPE_CHECKING:
+    from richreps.study import Study
 
 
 def run_args(run: Run, out: str | Path, common: list[str]) -> list[str]:
@@ -259,8 +262,8 @@ def launch_plans(
     return wall
 
 
-def launch_variant(
-    variant,
+def launch_study(
+    study: Study,
     pretrain_dir: str | Path,
     extra: list[str],
     mode: str,
@@ -268,23 +271,28 @@ def launch_variant(
     nodes: int = 1,
     slurm: SlurmSettings | None = None,
 ) -> list[dict]:
-    """`launch_plans` for a variant of the main run (`ablation.Ablation`, `regimes.Pool`): its `plans`
-    with its `recipe`, and its `wide_plans` with its `wide_recipe` (None: no WIDE1), each into
-    pretrain_dir/<the variant's folder>/<the recipe's tag>."""
-    folder = Path(pretrain_dir) / variant.folder
-    wall = launch_plans(variant.plans, folder / variant.recipe.tag(), variant.recipe, extra, mode, nproc, nodes,
-                        slurm)  # fmt: skip
-    if variant.wide_recipe is not None:
-        wide_dir = folder / variant.wide_recipe.tag()
-        wall += launch_plans(
-            variant.wide_plans, wide_dir, variant.wide_recipe, extra, mode, nproc, nodes, slurm
-        )
+    """`launch_plans` for everything the study trains (`Study.trained`): the main run, each control, and
+    each variant with its controls, each into pretrain_dir/<folder>/<its recipe's tag>."""
+    wall: list[dict] = []
+    for folder, recipe, plans in study.trained():
+        run_dir = Path(pretrain_dir) / folder / recipe.tag()
+        wall += launch_plans(plans, run_dir, recipe, extra, mode, nproc, nodes, slurm)
     return wall
 
 
 def members_table(plans: list[Plan], run_dir: str | Path, recipe: Recipe) -> pd.DataFrame:
     """Every member of every seed set, with whether it exists for this recipe."""
     return pd.concat([list_members(p, run_dir, recipe).assign(seed_set=k) for k, p in enumerate(plans)])
+
+
+def study_members(study: Study, pretrain_dir: str | Path) -> pd.DataFrame:
+    """`members_table` of the main run and of each control (whose files are named from pretrain/)."""
+    main = members_table(study.plans, Path(pretrain_dir) / study.recipe.tag(), study.recipe)
+    parts = [main]
+    for c in study.controls:
+        table = members_table(c.plans, Path(pretrain_dir) / c.recipe.tag(), c.recipe)
+        parts.append(table.assign(file=c.recipe.tag() + "/" + table["file"]))
+    return pd.concat(parts)
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -315,103 +323,13 @@ def list_members(plan: Plan, run_dir: str | Path, recipe: Recipe) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- the plan, handed from notebook 03 to 04
-
-PLAN_FILE = "plan.json"
-
-
-def write_plan(
-    pretrain_dir: str | Path,
-    recipe: Recipe,
-    plans: list[Plan],
-    wide: tuple[Recipe, list[Plan]] | None = None,
-) -> Path:
-    """What notebook 03 produced, for notebook 04: the recipe, its run folder and every seed set's CATs,
-    and WIDE1's recipe, run folder and member per seed set when `wide` = (its recipe, `budget.wide_plans`)."""
-    run_dir = Path(pretrain_dir) / recipe.tag()
-    record = {
-        "recipe": recipe.to_dict(),
-        "run_dir": recipe.tag(),
-        "mode": plans[0].mode,
-        "seed_sets": [{str(n): [list(m) for m in ms] for n, ms in p.cats.items()} for p in plans],
-        "sweeps": [
-            {str(b): {str(n): [list(m) for m in ms] for n, ms in by_n.items()} for b, by_n in p.sweep.items()}
-            for p in plans
-        ],
-        "trajectories": [[list(m) for m in p.trajectory] for p in plans],
-        "members": [
-            str(member_path(recipe.tag(), r.seed, s)) for p in plans for r in p.runs for s in r.exports
-        ],
-    }
-    if wide is not None:
-        wide_recipe, wide_runs = wide
-        record["wide"] = {
-            "recipe": wide_recipe.to_dict(),
-            "run_dir": wide_recipe.tag(),
-            "members": [list(p.cats[1][0]) for p in wide_runs],
-            "sweeps": [{str(b): list(by_n[1][0]) for b, by_n in p.sweep.items()} for p in wide_runs],
-        }
-        record["members"] += [
-            str(member_path(wide_recipe.tag(), r.seed, s))
-            for p in wide_runs
-            for r in p.runs
-            for s in r.exports
-        ]
-    write_json(Path(pretrain_dir) / PLAN_FILE, record)
-    return run_dir
-
-
-def read_plan(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[dict[int, list[tuple[int, int]]]]]:
-    """(recipe, run folder, per seed set {n: [(seed, steps), ...]}) as notebook 03 wrote them."""
-    path = Path(pretrain_dir) / PLAN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebook 03 first")
-    record = json.loads(path.read_text())
-    cats = [{int(n): [tuple(m) for m in ms] for n, ms in s.items()} for s in record["seed_sets"]]
-    return Recipe.from_dict(record["recipe"]), Path(pretrain_dir) / record["run_dir"], cats
-
-
-def read_extras(
-    pretrain_dir: str | Path,
-) -> tuple[list[dict[int, dict[int, list[tuple[int, int]]]]], list[list[tuple[int, int]]]]:
-    """The plan's budget sweep and trajectory, per seed set (empty when notebook 03 asked for none)."""
-    record = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text())
-    sweeps = [
-        {int(b): {int(n): [tuple(m) for m in ms] for n, ms in by_n.items()} for b, by_n in s.items()}
-        for s in record.get("sweeps", [])
-    ]
-    trajectories = [[tuple(m) for m in t] for t in record.get("trajectories", [])]
-    return sweeps, trajectories
-
-
-def read_wide(pretrain_dir: str | Path) -> tuple[Recipe, Path, list[tuple[int, int]]] | None:
-    """(WIDE1's recipe, its run folder, its (seed, steps) per seed set), or None when notebook 03 trained
-    no WIDE1 (`wide_control` false, an arch without a widened last stage, or a plan written before it)."""
-    record = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text())
-    wide = record.get("wide")
-    if not wide:
-        return None
-    members_ = [tuple(m) for m in wide["members"]]
-    return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], members_
-
-
-def read_wide_sweeps(
-    pretrain_dir: str | Path,
-) -> tuple[Recipe, Path, list[dict[int, tuple[int, int]]]] | None:
-    """(WIDE1's recipe, its run folder, per seed set {budget: (seed, steps)}), or None without WIDE1."""
-    wide = json.loads((Path(pretrain_dir) / PLAN_FILE).read_text()).get("wide")
-    if not wide:
-        return None
-    sweeps = [{int(b): tuple(m) for b, m in s.items()} for s in wide.get("sweeps", [])]
-    return Recipe.from_dict(wide["recipe"]), Path(pretrain_dir) / wide["run_dir"], sweeps
-
-
 def compute_table(
-    recipe: Recipe, cats: dict[int, list[tuple[int, int]]], wide_recipe: Recipe | None = None
+    recipe: Recipe, cats: dict[int, list[tuple[int, int]]], controls: list[tuple[str, Recipe, int]] = ()
 ) -> pd.DataFrame:
-    """Training FLOPs of CAT1, CATmax and WIDE1 (when given): FLOPs per training image (forward and
-    backward, `models.train_flops_per_image`) x global batch x steps, summed over members. WIDE1 runs
-    CAT1's steps on a wider network, so its compute is reported beside the others, not assumed equal."""
+    """Training FLOPs of CAT1, CATmax and each control (name, recipe, steps): FLOPs per training image
+    (forward and backward, `models.train_flops_per_image`) x global batch x steps, summed over members.
+    WIDE1 runs CAT1's steps on a wider network, so its compute is reported beside the others, not assumed
+    equal."""
     import torch
 
     from richreps.models import build_model, train_flops_per_image
@@ -427,7 +345,7 @@ def compute_table(
     rows = [
         ("CAT1", recipe, cats[1]),
         (f"CAT{n_max}", recipe, cats[n_max]),
-        *([("WIDE1", wide_recipe, cats[1])] if wide_recipe is not None else []),
+        *((name, r, [(0, steps)]) for name, r, steps in controls),
     ]
     out = []
     for name, r, ms in rows:

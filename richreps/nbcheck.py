@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from richreps import controls
 from richreps.verdicts import NOT_JUDGED
 
 # aggregate.mean_sd_table's cells: 'mean ± sd', a mean alone (one seed set), or '-' (not measured)
@@ -163,7 +164,8 @@ def verdicts(table: pd.DataFrame, calib: pd.DataFrame) -> str:
     if list(table.index) != list(calib.index):
         _fail(name, f"rows {list(table.index)}, one per calibrated target {list(calib.index)} expected")
     triples = [(c, "low", "high") for c in table.columns if re.fullmatch(r"CAT\d+ - CAT1", c)]
-    triples += [(c, "low (vs WIDE1)", "high (vs WIDE1)") for c in table.columns if c.endswith("- WIDE1")]
+    named = [(c, c.rpartition(" - ")[2]) for c in table.columns if re.fullmatch(r"CAT\d+ - \S+", c)]
+    triples += [(c, f"low (vs {n})", f"high (vs {n})") for c, n in named if n in controls.REGISTRY]
     triples += [(c, "low (vs untrained)", "high (vs untrained)") for c in table.columns if "- untrained" in c]
     check_intervals(table, triples, name)
     check_range(table, ["p", "p (Holm)"], name)

@@ -28,6 +28,7 @@ from richreps.bounds import (
     WIDTH_MAX,
     WIDTH_WHY,
 )
+from richreps.targets import N_CLASSES_MAX
 
 RUNNER_KEYS = {"output_dir"}  # set by the runner, never by a params file
 PATH_SUFFIXES = ("_root", "_file", "_path")  # values that must name an existing path
@@ -161,13 +162,13 @@ def cross_key_errors(values: dict) -> list[str]:
     return errors
 
 
-N_CLASSES_MAX = 10  # classes of the cue tasks and OOD targets (richreps.data.cues.N_VALUES)
 PLAN_KEYS = ("total_steps", "baseline_steps", "cat_sizes", "plan_mode", "seeds", "seed_sets", "warmup_steps")
 
 
 def _plan_errors(values: dict) -> list[str]:
-    """Notebook 03's plan built from the params, so that a plan it would refuse (a warmup longer than a
-    member, seed sets sharing a seed) is a one-line error naming the keys before notebook 01 runs."""
+    """Notebook 03's study built from the params (`richreps.study.plan_study`, the one planner), so that
+    a plan it would refuse (a warmup longer than a member, seed sets sharing a seed, a pool the map cannot
+    use) is a one-line error naming the keys before notebook 01 runs."""
     if not set(PLAN_KEYS) <= set(values):
         return []
     from richreps import budget
@@ -176,13 +177,12 @@ def _plan_errors(values: dict) -> list[str]:
         budget.plans_from_params(values)
     except ValueError as e:
         return [f"the plan of keys {', '.join(PLAN_KEYS)}: {e}"]
-    from richreps.config import RECIPE_PARAMS, recipe_from_params
+    from richreps.config import RECIPE_PARAMS
+    from richreps.study import plan_study
 
-    if values.get("map_pools") and set(RECIPE_PARAMS) <= set(values):
-        from richreps import regimes
-
-        try:  # the map's pools, as notebook 03 plans them (a pool it would refuse fails here instead)
-            regimes.plan(recipe_from_params(values), values["map_pools"], values, wide=False)
+    if set(RECIPE_PARAMS) <= set(values):
+        try:  # the controls, ablations and pools, as notebook 03 plans them
+            plan_study(values)
         except ValueError as e:
             return [f"key {e}"]
     return []
@@ -364,3 +364,32 @@ def path_error(key: str, path: Path, dataset: str | None) -> str | None:
 def defaults(spec: dict[str, dict]) -> dict:
     """The default values of a parameters cell, evaluated as Python literals."""
     return {k: ast.literal_eval(v["default"]) for k, v in spec.items()}
+
+
+# ---------------------------------------------------------------- the notebooks' declared parameters
+
+
+def notebooks_in(folder: str | Path, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (NN_name.ipynb) in order, optionally filtered by prefix."""
+    nbs = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        unknown = [o for o in only if not any(p.name.startswith(o) for p in nbs)]
+        if unknown:
+            raise ParamsError(f"--only {unknown[0]}: no notebook in {folder} starts with it")
+        nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
+    return nbs
+
+
+def declared_parameters(notebook: Path) -> dict[str, dict]:
+    import papermill as pm
+
+    return pm.inspect_notebook(str(notebook))
+
+
+def params_values(params_file: str | Path, notebooks: str | Path = "notebooks") -> dict:
+    """Every notebook parameter's value for a params file: the file's keys, checked as the runner checks
+    them (types, rules, paths, meaning), over the notebooks' defaults."""
+    params = load_params(params_file)
+    declared = {nb: declared_parameters(nb) for nb in notebooks_in(notebooks)}
+    checked = validate(params, declared, str(params_file))
+    return {k: v for spec in declared.values() for k, v in defaults(spec).items()} | checked

@@ -14,7 +14,7 @@ worker dies with its agent (`richreps.lifeline`). What the members are is decide
 the other flags say where, which seed, how long and how often to checkpoint. `RICHREPS_TEST_PAUSE`
 is the fault suite's hook (`fault_pause`), inert unless set.
 
-(Over 400 lines on purpose: the flags, their rules and the training loop stay in one file read top to
+(Over 450 lines because the flags, their rules and the training loop stay in one file read top to
 bottom, as in nanoGPT's train.py; restart guards, devices and streams live in `checkpoints`, `runtime`
 and `data.streams`.)
 

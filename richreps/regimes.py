@@ -2,99 +2,28 @@
 on other pretraining pools, so that CATmax - CAT1 and CATmax - WIDE1 are seen against the pool's size
 (epochs) and how far past CAT1's plateau the budget goes.
 
-    pools = regimes.plan(recipe, map_pools, params, wide=True)         # notebook 03
-    regimes.write(output_dir / "pretrain", pools)
-    wall = launch.launch_variant(pools[0], output_dir / "pretrain", extra, "local", nproc=1)  # each one
+    study = plan_study(values); planfile.write(...)                       # notebook 03 (richreps.study)
     rows = regimes.probe(output_dir / "pretrain", tasks, sizes, grid, cache)   # notebook 04
     table = regimes.table(swept, rows, recipe.train_size)    # the main run's sweep is one pool of the map
 
 The main run's own pool (its `train_size`) is the map's first pool: its sweep is notebook 03's. Every
-other pool (0: a fresh sample every step) gets its own folder `pretrain/pool-<size>` with the plan file
-notebook 03 writes for the main run (`launch.write_plan`), so the sweep's readers and probes are the main
-run's, unchanged. A pool keeps the main plan's seeds: seed set k starts from the same initialisations
-in every pool and differs only in the data it sees.
+other pool (0: a fresh sample every step) is a variant of the main run (`richreps.study`), trained into
+its own folder `pretrain/pool-<size>` and recorded in the plan file (`richreps.planfile`), so the sweep's
+readers and probes are the main run's, unchanged. A pool keeps the main plan's seeds: seed set k starts
+from the same initialisations in every pool and differs only in the data it sees.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from richreps import budget
-from richreps.budget import Plan
-from richreps.io import write_json
+from richreps.study import pool_name
+from richreps.verdicts import CONTRASTS
 
-if TYPE_CHECKING:  # the map's table, sentences and report section import no torch (report.md anywhere)
-    from richreps.config import Recipe
-
-FILE = "pools.json"  # beside notebook 03's plan file: the pools of this run, in order
-CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
-
-
-@dataclass(frozen=True)
-class Pool:
-    size: int  # images in the pretraining pool; 0: a fresh sample every step
-    recipe: Recipe
-    plans: list[Plan]  # per seed set: CAT1 and CATmax at the sweep budgets, the main plan's seeds
-    wide_recipe: Recipe | None
-    wide_plans: list[Plan]
-
-    @property
-    def folder(self) -> str:
-        return f"pool-{self.size}"
-
-
-def pool_name(size: int) -> str:
-    """How a pool is named in tables and figures."""
-    return "fresh stream" if size == 0 else f"pool of {size:,}"
-
-
-def plan(recipe: Recipe, sizes: list[int], params: Mapping, wide: bool) -> list[Pool]:
-    """One pool per size in `sizes` (`map_pools`); `params` are notebook 03's parameter values. Refused,
-    naming `map_pools`, before anything trains: the main run's own `train_size` (its sweep is already the
-    map's first pool), a size twice, a pool smaller than one batch, data other than cue images (an
-    ImageNet run has no pool to resize), and a map with no sweep budget left (none given, or all left out
-    by the warmup rule)."""
-    if not sizes:
-        return []
-    why = None
-    if recipe.data != "cues":
-        why = f"pools resize the cue-image pretraining set; pretrain_data is {recipe.data!r}"
-    elif recipe.train_size in sizes or len(set(sizes)) < len(sizes):
-        why = f"lists a size twice or train_size {recipe.train_size} itself (the main run's sweep)"
-    elif any(0 < s < recipe.global_batch for s in sizes):
-        why = f"a pool must hold at least one batch (global_batch {recipe.global_batch})"
-    n_max = max(params["cat_sizes"])
-    plans = budget.plans_from_params({**params, "cat_sizes": [n_max], "trajectory_steps": []})
-    if why is None and not plans[0].sweep:
-        why = "the map is the budget sweep on each pool, and no sweep budget is left " + (
-            f"(left out: {plans[0].left_out})" if plans[0].left_out else "(sweep_budgets is empty)"
-        )
-    if why is not None:
-        raise ValueError(f"map_pools {list(sizes)}: {why}")
-    out = []
-    for size in sizes:
-        changed = recipe.replace(train_size=size)
-        wide_recipe = changed.replace(last_mult=n_max) if wide else None
-        wide_plans = budget.wide_plans(plans, params["baseline_steps"]) if wide else []
-        out.append(Pool(size, changed, plans, wide_recipe, wide_plans))
-    return out
-
-
-def write(pretrain_dir: str | Path, pools: list[Pool]) -> Path:
-    """Each pool's plan file in its own folder, and the list of this run's pools (empty when none, so that
-    an earlier run's pool folders are not read as this run's)."""
-    from richreps import launch
-
-    for p in pools:
-        wide = (p.wide_recipe, p.wide_plans) if p.wide_recipe is not None else None
-        launch.write_plan(Path(pretrain_dir) / p.folder, p.recipe, p.plans, wide)
-    return write_json(Path(pretrain_dir) / FILE, [{"size": p.size, "folder": p.folder} for p in pools])
+# The map's table, sentences and report section import no torch (report.md anywhere): the plan file and
+# the probes are imported where the map is probed.
 
 
 def probe(
@@ -106,24 +35,15 @@ def probe(
     device: str = "cpu",
 ) -> list[dict]:
     """Every pool's sweep probed as notebook 04 probes the main run's (`experiment.probe_extras`); each
-    row carries its pool's size. No file or no pool: no rows."""
-    from richreps import experiment, launch
+    row carries its pool's size. No pool: no rows."""
+    from richreps import experiment, planfile
 
-    path = Path(pretrain_dir) / FILE
     rows: list[dict] = []
-    main, _, _ = launch.read_plan(pretrain_dir)
-    for rec in json.loads(path.read_text()) if path.exists() else []:
-        folder = Path(pretrain_dir) / rec["folder"]
-        recipe, run_dir, _ = launch.read_plan(folder)
-        if recipe != main.replace(train_size=rec["size"]):  # a pool of another run, beside this one's plan
-            raise ValueError(
-                f"{folder / launch.PLAN_FILE}: recipe {recipe.tag()} is not the main run's with train_size "
-                f"{rec['size']} ({main.replace(train_size=rec['size']).tag()}); run notebook 03 again"
-            )
-        sweeps, _ = launch.read_extras(folder)
-        breps = experiment.budget_representations(sweeps, run_dir, recipe, launch.read_wide_sweeps(folder))
-        swept, _ = experiment.probe_extras(breps, {}, recipe, tasks, sizes, grid, cache, device)
-        rows += [{**r, "pool": rec["size"]} for r in swept]
+    for v in planfile.read_variants(pretrain_dir, "pool"):
+        plan = v.plan
+        breps = experiment.budget_representations(plan.sweeps, plan.run_dir, plan.recipe, plan.controls)
+        swept, _ = experiment.probe_extras(breps, {}, plan.recipe, tasks, sizes, grid, cache, device)
+        rows += [{**r, "pool": v.value} for r in swept]
     return rows
 
 

@@ -1,6 +1,6 @@
 """What a params file's whole plan costs before it runs: GPU-hours, peak RAM, and disk with where it goes.
 
-    python -m richreps.budget --resources params/paper.yaml
+    python -m richreps.resources params/paper.yaml
 
 The runner prints this before notebook 03 and refuses, naming `output_dir`, when the disk under it has
 less room than the plan needs. Dataset sizes are numbers (`DATASETS`, from the datasets' own
@@ -9,7 +9,8 @@ one is given (its file names only, no `stat`), so that a small test folder is no
 images. Disk is counted as the files are written: float32 member weights, training checkpoints with
 schedule-free AdamW's two state tensors per weight (the last two kept, plus the final state), and the
 feature cache's float16 features and int64 labels per member and image. Every run notebook 03 trains is
-counted (`plan_groups`): the main plan, WIDE1 (wider members), the ablations and the map's pools.
+counted, from the one planner (`richreps.study.plan_study`): the main plan, each control (WIDE1's members
+are wider), the ablations and the map's pools.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from richreps import budget
+from richreps.budget import Plan
+from richreps.study import plan_study
 
 # the official sizes; `val` is a stratified share of the training set (richreps.data: 2 %), `test` the official test
 DATASETS = {
@@ -82,28 +84,9 @@ def model_bytes(arch: str, num_classes: int, width: int, last_mult: int = 1) -> 
     return state, params, model.feature_dim
 
 
-def plan_groups(values: dict) -> list[tuple[list[budget.Plan], int]]:
-    """Every set of plans notebook 03 trains, each with its members' `last_mult`: the main plan, WIDE1
-    (when `wide_control`), each label-smoothing ablation (`richreps.ablation`) and each pool of the map
-    (`richreps.regimes`), built by the functions notebook 03 calls."""
-    from richreps import ablation, regimes
-    from richreps.config import recipe_from_params, wide_recipe_from_params
-
-    plans = budget.plans_from_params(values)
-    groups = [(plans, 1)]
-    wide = wide_recipe_from_params(values)
-    if wide is not None:
-        groups.append((budget.wide_plans(plans, values["baseline_steps"]), wide.last_mult))
-    recipe = recipe_from_params(values)
-    extra = ablation.plan(
-        recipe, "label_smoothing", values.get("ablate_label_smoothing", []), values, wide is not None
-    )
-    extra += regimes.plan(recipe, values.get("map_pools", []), values, wide is not None)
-    for a in extra:
-        groups.append((a.plans, 1))
-        if a.wide_recipe is not None:
-            groups.append((a.wide_plans, a.wide_recipe.last_mult))
-    return groups
+def plan_groups(values: dict) -> list[tuple[list[Plan], int]]:
+    """Every set of plans notebook 03 trains (`Study.trained`), each with its members' `last_mult`."""
+    return [(plans, recipe.last_mult) for _, recipe, plans in plan_study(values).trained()]
 
 
 def _gb(b: float) -> str:
@@ -116,7 +99,6 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     `sizes` maps a probed dataset to its train / test images and classes (default: `DATASETS`, and an
     ImageNet root's own count where the folder exists)."""
     from richreps import featstore, probe
-    from richreps.config import wide_recipe_from_params
     from richreps.experiment import dataset_roots
     from richreps.io import project_path
 
@@ -133,8 +115,8 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     ]
     trained = len(member_files)
     member_files += [sized[1]] * (n_max * values["seed_sets"])  # notebook 04's untrained controls
-    wide = wide_recipe_from_params(values)
-    member_files += [sized[wide.last_mult]] * values["seed_sets"] if wide is not None else []
+    for c in plan_study(values).controls:  # each control's untrained twin
+        member_files += [sized[c.recipe.last_mult]] * values["seed_sets"]
     untrained = len(member_files) - trained
     run_files = [sized[m] for ps, m in groups for p in ps for _ in p.runs]
     runs = len(run_files)
@@ -263,28 +245,33 @@ def check_resources(values: dict, output_dir: str | Path, max_gpu_hours: float =
     return format_resources(res) + f"\n  free under {output_dir}: {_gb(free)}"
 
 
-def main_resources(params_file: str, outputs: str = "outputs") -> int:
-    """`python -m richreps.budget --resources PARAMS.yaml`: the plan over the notebooks' defaults,
-    for the folder the runner would write (<outputs>/<params name>)."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m richreps.resources PARAMS.yaml`: the plan over the notebooks' defaults, for the folder
+    the runner would write (<outputs>/<params name>)."""
+    import argparse
     import sys
 
-    from richreps import run
     from richreps.io import project_path
-    from richreps.params import defaults, load_params
+    from richreps.params import ParamsError, declared_parameters, defaults, load_params, notebooks_in
 
+    ap = argparse.ArgumentParser(prog="python -m richreps.resources", description=__doc__.splitlines()[0])
+    ap.add_argument("params", metavar="PARAMS.yaml", help="a params file (params/<scale>.yaml)")
+    ap.add_argument("--outputs", default="outputs", help="the runner's outputs root")
+    args = ap.parse_args(argv)
+    params_file = args.params
     try:
         params = load_params(params_file)
         values = {}
         folder = project_path("notebooks")
-        for nb in run.notebooks_in(folder) if folder.is_dir() else []:
-            values.update(defaults(run.declared_parameters(nb)))
+        for nb in notebooks_in(folder) if folder.is_dir() else []:
+            values.update(defaults(declared_parameters(nb)))
         values.update(params)
-        output_dir = (Path(outputs) / Path(params_file).stem).resolve()
+        output_dir = (Path(args.outputs) / Path(params_file).stem).resolve()
         res = resources(values, output_dir)
     except KeyError as e:
         print(f"error: {params_file}: key {e} is missing", file=sys.stderr)
         return 2
-    except (run.ParamsError, ValueError) as e:
+    except (ParamsError, ValueError) as e:
         print(f"error: {params_file}: {e}", file=sys.stderr)
         return 2
     print(format_resources(res))
@@ -296,3 +283,7 @@ def main_resources(params_file: str, outputs: str = "outputs") -> int:
     )
     print(f"  free under {output_dir}: {_gb(free_bytes(output_dir))} ({verdict})")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,37 +31,15 @@ from pathlib import Path
 
 from richreps.io import unwritable, write_json
 from richreps.lifeline import die_with_parent_preexec
-from richreps.params import (  # noqa: F401 - the runner's names for params checks
-    PATH_SUFFIXES,
-    RUNNER_KEYS,
+from richreps.params import (
     ParamsError,
-    check_rules,
-    cross_key_errors,
+    declared_parameters,
     defaults,
     load_params,
-    path_error,
-    rules_of,
-    type_ok,
+    notebooks_in,
     validate,
 )
-from richreps.publish import PublishError, check_publish, publish  # noqa: F401 - run.publish
-
-
-def notebooks_in(folder: str | Path, only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks (NN_name.ipynb) in order, optionally filtered by prefix."""
-    nbs = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        unknown = [o for o in only if not any(p.name.startswith(o) for p in nbs)]
-        if unknown:
-            raise ParamsError(f"--only {unknown[0]}: no notebook in {folder} starts with it")
-        nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
-    return nbs
-
-
-def declared_parameters(notebook: Path) -> dict[str, dict]:
-    import papermill as pm
-
-    return pm.inspect_notebook(str(notebook))
+from richreps.publish import PublishError, check_publish, publish
 
 
 def git_commit() -> str:
@@ -151,15 +129,6 @@ def check_outputs(outputs: str | Path) -> None:
     why = unwritable(path)
     if why:
         raise ParamsError(f"--outputs {outputs}: {why}")
-
-
-def params_values(params_file: str | Path, notebooks: str | Path = "notebooks") -> dict:
-    """Every notebook parameter's value for a params file: the file's keys, checked as the runner checks
-    them (types, rules, paths, meaning), over the notebooks' defaults."""
-    params = load_params(params_file)
-    declared = {nb: declared_parameters(nb) for nb in notebooks_in(notebooks)}
-    checked = validate(params, declared, str(params_file))
-    return {k: v for spec in declared.values() for k, v in defaults(spec).items()} | checked
 
 
 def run(

@@ -1,8 +1,8 @@
 """Beyond the paper: where does TIME-CONCAT help? CATmax - CAT1 across budgets, and cues along a run.
 
-    sweeps, trajectories = launch.read_extras(output_dir / "pretrain")
-    breps = experiment.budget_representations(sweeps, run_dir, recipe)    # per seed set, per budget
-    treps = experiment.trajectory_representations(trajectories, run_dir, recipe)
+    plan = planfile.read(output_dir / "pretrain")
+    breps = experiment.budget_representations(plan.sweeps, plan.run_dir, plan.recipe, plan.controls)
+    treps = experiment.trajectory_representations(plan.trajectories, plan.run_dir, plan.recipe)
     swept, along = experiment.probe_extras(breps, treps, recipe, tasks, sizes, grid, cache)
     gains = budget_gains(pd.DataFrame(swept))      # CATmax - CAT1 per budget, paired t interval
     traj = trajectory_table(pd.DataFrame(along))   # probe accuracy along CAT1's run

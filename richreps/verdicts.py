@@ -34,17 +34,18 @@ import re
 
 import pandas as pd
 
-from richreps.aggregate import DIRECT, IID, t_halfwidth
+from richreps import controls
+from richreps.aggregate import DIRECT, t_halfwidth
+from richreps.targets import IID, OOD_TARGETS, SATURATED
 
 CAT1 = "CAT1 (baseline)"
-# = richreps.data.ood.TARGETS and SATURATED (no torch import here; tests/test_data.py checks they agree)
-OOD_TARGETS = ("digits_uci", "mnist_plain", "mnist_clutter", "uci_plasma")
-SATURATED = ("digits_uci", "mnist_plain")  # read at 94-99 % by untrained networks: kept only as a record
 CEILING_MIN = 0.90  # a kept target's ceiling
 FLOOR_GAP = 0.20  # a kept target's floor is at least this far below its ceiling
 LEARNED_MIN = 0.75  # the mixture: trained CAT1 reaches this share of the Bayes accuracy
 CONFIDENCE = 0.95
-WIDE1 = "WIDE1"  # = richreps.experiment.WIDE
+WIDE1 = controls.PRIMARY  # the primary control: CATmax - WIDE1 decides where WIDE1 was trained
+# the budget sweep's and the map's column names of CATmax - control and CATmax - CAT1 (richreps.sweep)
+CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
 VERDICTS = ("agrees", "dimension explains it", "differs", "inconclusive", "uninformative", "saturated")
 NOT_JUDGED = ("uninformative", "saturated")
 # The range keep rule (issue 19): a target discriminates when direct training, run to a measured plateau
@@ -260,7 +261,8 @@ def _by_task(diffs: pd.Series, task: str) -> pd.Series:
 
 
 def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
-    """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - CAT1,
+    """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - each
+    other registered control that was trained (`richreps.controls`: shown beside, not decisive), CATmax - CAT1,
     trained - untrained CATmax; the primary contrast's p-value, Holm-adjusted over the kept targets;
     the verdict, and the verdict after Holm."""
     full = all_labels(long)
@@ -270,6 +272,10 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
     vs_random = (top - _per_set(full, f"untrained CAT{n_max}")).dropna() * 100
     wide = (full["method"] == WIDE1).any()
     vs_wide = (top - _per_set(full, WIDE1)).dropna() * 100 if wide else None
+    others = [
+        c for c in controls.REGISTRY if c != WIDE1 and (full["method"] == c).any()
+    ]  # shown, not decisive
+    vs_other = {c: (top - _per_set(full, c)).dropna() * 100 for c in others}
     rows = []
     for task in calib.index:
         g, r = paired_interval(_by_task(gain, task)), paired_interval(_by_task(vs_random, task))
@@ -278,6 +284,9 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
         row = {"target": task}
         if wide:
             row.update({f"CAT{n_max} - {WIDE1}": w[0], "low (vs WIDE1)": w[1], "high (vs WIDE1)": w[2]})
+        for c, diffs in vs_other.items():
+            o = paired_interval(_by_task(diffs, task))
+            row.update({f"CAT{n_max} - {c}": o[0], f"low (vs {c})": o[1], f"high (vs {c})": o[2]})
         row.update(
             {
                 f"CAT{n_max} - CAT1": g[0],

@@ -4,7 +4,7 @@ recipe field changed, notebook 04 probes them and sets both contrasts beside the
 import pandas as pd
 import pytest
 
-from richreps import ablation, launch, report, verdicts
+from richreps import ablation, launch, planfile, report, study, verdicts
 from richreps.aggregate import IID
 from richreps.config import Recipe
 
@@ -16,20 +16,31 @@ PARAMS = {  # notebook 03's values that the plans read
 
 
 def test_an_ablation_keeps_the_main_seeds_at_the_main_budget_with_only_cat1_and_catmax():
-    (a,) = ablation.plan(TINY, "label_smoothing", [0.0], PARAMS, wide=True)
-    assert a.recipe == TINY.replace(label_smoothing=0.0) and a.wide_recipe == a.recipe.replace(last_mult=4)
+    (a,) = study.variants({**PARAMS, "ablate_label_smoothing": [0.0], "wide_control": True}, TINY)
+    assert a.recipe == TINY.replace(label_smoothing=0.0) and a.controls[0].recipe == a.recipe.replace(
+        last_mult=4
+    )
     assert [p.cats for p in a.plans] == [{1: [(0, 5)], 4: [(0, 1), (1, 1), (2, 1), (3, 1)]},
                                          {1: [(100, 5)], 4: [(100, 1), (101, 1), (102, 1), (103, 1)]}]  # fmt: skip
     assert all(not p.sweep and not p.trajectory for p in a.plans)
-    assert [p.cats[1] for p in a.wide_plans] == [[(50, 5)], [(150, 5)]]
+    assert [p.cats[1] for p in a.controls[0].plans] == [[(50, 5)], [(150, 5)]] and a.folder == "."
     with pytest.raises(ValueError, match="ablate_label_smoothing: 0.2 is the recipe's own value"):
-        ablation.plan(TINY, "label_smoothing", [0.2], PARAMS, wide=False)
+        study.variants({**PARAMS, "ablate_label_smoothing": [0.2]}, TINY)
 
 
 def test_notebook_03_trains_the_ablation_and_notebook_04_probes_it_paired_with_the_main_run(tmp_path):
-    abls = ablation.plan(TINY, "label_smoothing", [0.0], {**PARAMS, "seed_sets": 1}, wide=True)
-    ablation.write(tmp_path, abls)
-    launch.launch_variant(abls[0], tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
+    values = {
+        **PARAMS,
+        "seed_sets": 1,
+        "sweep_budgets": [],
+        "ablate_label_smoothing": [0.0],
+        "wide_control": True,
+    }
+    st = study.plan_study(values, TINY)
+    planfile.write(tmp_path, st)
+    (ablated,) = st.variants
+    for c in [ablated, *ablated.controls]:  # the ablation only: the main run is not read here
+        launch.launch_plans(c.plans, tmp_path / c.recipe.tag(), c.recipe, ["--ckpt-every", "5"], "local", 1)
     sizes = {"train": 40, "val": 20, "test": 20}
     rows = ablation.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     methods = {(r["method"], r["task"]) for r in rows}

@@ -23,6 +23,7 @@ MODULES = [
     "richreps.run",
     "richreps.data",
     "richreps.budget",
+    "richreps.resources",
     "richreps.pretrain",
     "richreps.probe",
     "richreps.calibrate",

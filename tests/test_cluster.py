@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench import gpu_check
 from bench.processes import kill_tree, run_capped
-from richreps import launch, pretrain, run, runtime
+from richreps import launch, params, pretrain, runtime
 from richreps.config import Recipe
 from richreps.data import pipeline
 from richreps.data.pipeline import DecodeFallbacks, JpegBytes, collate_bytes, decode_batch
@@ -308,7 +308,7 @@ def test_slurm_settings_from_params_reach_the_executor_and_the_batch_script(tmp_
 
 
 def test_slurm_keys_are_notebook_03_parameters_with_declared_rules():
-    spec = run.declared_parameters(NOTEBOOK_03)
+    spec = params.declared_parameters(NOTEBOOK_03)
     for key in (
         "slurm_partition",
         "slurm_account",
@@ -319,10 +319,13 @@ def test_slurm_keys_are_notebook_03_parameters_with_declared_rules():
     ):
         assert key in spec
     assert all(
-        run.rules_of(spec[k]) == ["min 1"] for k in ("slurm_time_min", "cpus_per_gpu", "mem_gb_per_gpu")
+        params.rules_of(spec[k]) == ["min 1"] for k in ("slurm_time_min", "cpus_per_gpu", "mem_gb_per_gpu")
     )
-    assert run.check_rules("slurm_time_min", 0, run.rules_of(spec["slurm_time_min"])) == "must be >= 1, got 0"
-    assert run.rules_of(spec["device"]) == ["in: auto, cuda, cpu"]
+    assert (
+        params.check_rules("slurm_time_min", 0, params.rules_of(spec["slurm_time_min"]))
+        == "must be >= 1, got 0"
+    )
+    assert params.rules_of(spec["device"]) == ["in: auto, cuda, cpu"]
     with pytest.raises(ValueError, match="^slurm_account must be a name without spaces"):
         launch.SlurmSettings(slurm_account="my project")
     with pytest.raises(ValueError, match="^slurm_time_min must be an integer >= 1, got 0"):

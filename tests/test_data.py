@@ -431,13 +431,6 @@ def test_ood_targets_are_fixed_stratified_three_channel_splits(task):
     assert not (ids[0] & ids[2]) and not (ids[1] & ids[2])  # no test image in train or validation
 
 
-def test_the_ood_target_lists_of_verdicts_and_ood_agree():
-    from richreps import verdicts
-    from richreps.data import ood
-
-    assert verdicts.OOD_TARGETS == ood.TARGETS and verdicts.SATURATED == ood.SATURATED
-
-
 def test_the_shifted_ood_targets_use_nuisances_the_pretraining_renderer_never_draws():
     """mnist_clutter: strokes in saturated hues (not tab10) anywhere on the canvas; uci_plasma: dark ink."""
     from richreps.data import cues, ood

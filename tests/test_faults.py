@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from richreps import features, members, pretrain
+from richreps import params as richreps_params
 from richreps.data import CorruptImageError, DatasetError, build_dataset, scan_images
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -203,10 +204,11 @@ def test_bad_pretrain_flags_fail_in_one_line_before_training(tmp_path, flags, me
 
 @pytest.fixture(scope="module")
 def declared():
-    from richreps import run
 
     root = Path(__file__).resolve().parent.parent
-    return {nb: run.declared_parameters(nb) for nb in run.notebooks_in(root / "notebooks")}
+    return {
+        nb: richreps_params.declared_parameters(nb) for nb in richreps_params.notebooks_in(root / "notebooks")
+    }
 
 
 @pytest.mark.parametrize(
@@ -232,10 +234,9 @@ def declared():
     ],
 )
 def test_bad_param_values_are_refused_naming_the_key(declared, params, message):
-    from richreps import run
 
-    with pytest.raises(run.ParamsError, match=message):
-        run.validate(params, declared, "trial.yaml")
+    with pytest.raises(richreps_params.ParamsError, match=message):
+        richreps_params.validate(params, declared, "trial.yaml")
 
 
 def test_an_empty_params_file_is_an_error_before_anything_runs(tmp_path, capsys):

@@ -7,10 +7,11 @@ import stat
 import pytest
 import torch
 
-from richreps import budget, experiment, launch, members, pretrain
+from richreps import budget, direct, experiment, launch, members, planfile, pretrain
 from richreps.aggregate import DIRECT, DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.io import atomic_path, write_text
+from richreps.study import Study
 
 TINY = Recipe(width=8, global_batch=32, train_size=512, val_size=128, bn_batches=2)
 
@@ -62,28 +63,30 @@ def test_editing_a_params_value_between_two_runs_never_probes_the_old_members(tm
     """Notebook 03's path: the plan, run_local (torchrun), then notebook 04's member check."""
     plans = budget.replicate_plans(4, 4, [], "shared-prefix", [0], 1)
     pre = tmp_path / "pretrain"
-    run_dir = launch.write_plan(pre, TINY, plans)
+    run_dir = planfile.write(pre, Study(TINY, plans, plans[0], [], []))
     assert [r["status"] for r in launch.run_local(plans[0], run_dir, TINY, [], nproc=1)] == ["trained"]
     assert [r["status"] for r in launch.run_local(plans[0], run_dir, TINY, [], nproc=1)] == ["done earlier"]
-    recipe, read_dir, cats = launch.read_plan(pre)
+    plan = planfile.read(pre)
+    recipe, read_dir, cats = plan.recipe, plan.run_dir, plan.cats
     assert recipe == TINY and read_dir == run_dir
     experiment.representations(cats, run_dir, TINY)
 
     edited = TINY.replace(lr=0.005)  # the user edits `lr` in the params file and runs again
-    new_dir = launch.write_plan(pre, edited, plans)
+    new_dir = planfile.write(pre, Study(edited, plans, plans[0], [], []))
     assert (
         new_dir != run_dir
     )  # another recipe trains into another folder, so nothing is resumed from the old one
     with pytest.raises(members.CheckpointError, match=r"lr: 0.0025 vs 0.005"):
         experiment.representations(cats, run_dir, edited)  # the old members, asked for under the new recipe
     assert [r["status"] for r in launch.run_local(plans[0], new_dir, edited, [], nproc=1)] == ["trained"]
-    recipe, read_dir, cats = launch.read_plan(pre)
+    plan = planfile.read(pre)
+    recipe, read_dir, cats = plan.recipe, plan.run_dir, plan.cats
     assert recipe == edited and read_dir == new_dir
     experiment.representations(cats, read_dir, recipe)
 
 
 def test_direct_training_reuses_the_pretraining_loop_and_recipe(tmp_path):
-    rows = experiment.direct_training(
+    rows = direct.direct_training(
         TINY,
         ["shape_parity"],
         steps=4,
@@ -106,7 +109,7 @@ def test_direct_training_reuses_the_pretraining_loop_and_recipe(tmp_path):
 
 @pytest.mark.parametrize("task", ["mnist_clutter", "uci_plasma"])
 def test_direct_training_on_an_ood_target_trains_on_its_fixed_train_split(tmp_path, task):
-    (row,) = experiment.direct_training(
+    (row,) = direct.direct_training(
         TINY.replace(train_size=0), [task], steps=2, train_size=0, sizes={"val": 64, "test": 64}, seed_sets=1,
         folder=tmp_path,
     )  # fmt: skip
@@ -114,7 +117,7 @@ def test_direct_training_on_an_ood_target_trains_on_its_fixed_train_split(tmp_pa
 
 
 def test_saturated_targets_get_no_direct_training_since_they_are_never_judged(tmp_path):
-    rows = experiment.direct_training(
+    rows = direct.direct_training(
         TINY.replace(train_size=0), ["digits_uci", "mnist_plain"], steps=2, train_size=0,
         sizes={"val": 64, "test": 64}, seed_sets=1, folder=tmp_path,
     )  # fmt: skip
@@ -193,7 +196,7 @@ def test_a_recorded_recipe_that_is_not_a_mapping_is_a_damaged_file_named(tmp_pat
 
 def test_ceilings_train_on_the_probe_s_labels_beside_ample_data_and_reuse_an_ood_target_s_run(tmp_path):
     sizes = {"train": 48, "val": 64, "test": 64}
-    rows = experiment.ceilings(
+    rows = direct.ceilings(
         TINY, ["shape_parity", "mnist_clutter"], steps=3, train_size=256, sizes=sizes, seed_sets=1,
         folder=tmp_path, equal_labels=True, equal_steps=2,
     )  # fmt: skip

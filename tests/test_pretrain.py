@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from richreps import budget, launch, pretrain
+from richreps import budget, launch, planfile, pretrain
 from richreps.config import Recipe
 from richreps.models import build_model, recalibrate_bn
+from richreps.study import Study
 
 SMALL = [
     "--global-batch",
@@ -78,9 +79,9 @@ def test_a_budget_sweep_and_a_trajectory_are_exports_of_the_shared_prefix_runs(t
     assert indep.training_steps == 1_650_000 + 56_250 + 5 * 10_000
     with pytest.raises(ValueError, match="sweep budgets must be >= 1"):
         budget.plan(400_000, 450_000, [2], sweep=[0])
-    run_dir = launch.write_plan(tmp_path, Recipe(), [shared, shared])
-    sweeps, trajectories = launch.read_extras(tmp_path)
-    assert sweeps == [shared.sweep] * 2 and trajectories == [shared.trajectory] * 2
+    run_dir = planfile.write(tmp_path, Study(Recipe(), [shared, shared], shared, [], []))
+    plan = planfile.read(tmp_path)
+    assert plan.sweeps == [shared.sweep] * 2 and plan.trajectories == [shared.trajectory] * 2
     assert run_dir.name == Recipe().tag()
 
 

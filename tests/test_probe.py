@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet50
 
-from richreps import experiment, featstore, features, members, probe
+from richreps import direct, experiment, featstore, features, members, probe
 from richreps.config import Recipe
 from richreps.models import Member
 
@@ -229,7 +229,7 @@ def test_the_device_reaches_extraction_probing_and_direct_training(tmp_path, mon
     sizes = {"train": 60, "val": 30, "test": 30}
     recipe = Recipe(width=8, global_batch=16, bn_batches=1, val_size=30)
     experiment.probe_cues(reps, recipe, ["color"], sizes, [0.01], [], tmp_path / "cache", device)
-    experiment.direct_training(recipe, ["color"], 2, 64, sizes, 1, tmp_path / "direct", 1, device)
+    direct.direct_training(recipe, ["color"], 2, 64, sizes, 1, tmp_path / "direct", 1, device)
     assert seen["extract"] == seen["probe"] == {"cpu:0"} and "cpu:0" in seen["evaluate"]
     training_device = str(pretrain.setup()[2])  # direct training's own loop evaluates where it trains
     assert seen["evaluate"] <= {"cpu:0", training_device}
@@ -361,22 +361,23 @@ def shuffled(fs: features.FeatureSet, seed: int) -> features.FeatureSet:
 
 
 def test_a_probe_at_imagenets_shape_gives_the_same_fit_whatever_the_ram_budget_and_the_row_order():
-    """Issue 27: 1,000 classes, 4,096 features, rows class-sorted. Held whole (the reference) or streamed
-    from blocks of 1,037 or 518 rows, sorted or shuffled, the fit meets the gradient tolerance and reaches
-    the same objective and the same test accuracy, under the same solver rule.
+    """Issue 27: 1,000 classes, 4,096 features, one training row per class, rows class-sorted. Held whole
+    (the reference) or streamed from blocks of 1,037 or 518 rows, sorted or shuffled, the fit meets the
+    gradient tolerance and reaches the same objective and the same test accuracy, under the same rule.
 
-    At weight decay 0.1. At 0.01, with one training row per class, the optimum is so flat that L-BFGS's
-    objective-change tolerance stops the four paths at test accuracies 1.8 points apart (0.648 to 0.666,
-    objectives within 3e-5): the rule is stated in each row, and `max |gradient|` shows such a stop."""
+    At weight decay 0.01, where the optimum is flat: with torch's objective-change tolerance the four paths
+    stopped at test accuracies from 0.646 to 0.666, differently on two CPUs (AVX-512, AVX2); only the
+    gradient ends a fit now (`probe._lbfgs`)."""
     train, val, test = imagenet_shaped(1000, 1), imagenet_shaped(1000, 2), imagenet_shaped(1000, 3)
-    wd = 0.1
+    wd = 0.01
     ref = probe.fast_probe(train, val, test, grid=[wd])
-    assert ref.solver == probe.FULL_BATCH and ref.grad_max[wd] <= probe.TOLERANCE_GRAD
+    assert ref.solver == probe.FULL_BATCH and ref.converged[wd] and ref.grad_max[wd] <= probe.TOLERANCE_GRAD
     assert 0.05 < ref.test_acc < 0.95  # neither chance (0.001) nor perfect: the comparison can tell
     for ram in (170e6, 85e6):  # blocks of 1,037 and 518 rows: the 1,000 training rows in one and in two
         for rows in (train, shuffled(train, 0)):
             r = probe.fast_probe(rows, val, test, grid=[wd], ram_bytes=ram)
-            assert r.solver == probe.STREAMED and r.grad_max[wd] <= probe.TOLERANCE_GRAD, (ram, r.grad_max)
+            assert r.solver == probe.STREAMED and r.converged[wd], (ram, r.grad_max)
+            assert r.grad_max[wd] <= probe.TOLERANCE_GRAD
             assert r.stopping.split(":", 1)[1] == ref.stopping.split(":", 1)[1]
             assert r.objective[wd] == pytest.approx(ref.objective[wd], rel=1e-6), (ram, r.objective)
             assert abs(r.test_acc - ref.test_acc) <= 0.002, (ram, r.test_acc, ref.test_acc)

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from richreps import checkpoints, members, pretrain, publish, run
+from richreps import params as richreps_params
 from richreps.params import ParamsError, load_params
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -344,7 +345,7 @@ def test_a_step_count_no_run_means_is_a_one_line_error_not_a_traceback(tmp_path,
 )
 def test_a_param_no_plan_means_is_refused_quoting_at_most_a_short_prefix(declared, params, message):  # noqa: F811
     with pytest.raises(ParamsError) as e:
-        run.validate(params, declared, "trial.yaml")
+        richreps_params.validate(params, declared, "trial.yaml")
     assert re_search(message, str(e.value)) and not re_search("[xyz]{61}", str(e.value)), str(e.value)
 
 

@@ -2,13 +2,14 @@
 stream among them), notebook 04 probes every pool's sweep and draws one figure per contrast, one panel
 per pool."""
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from richreps import launch, params, regimes, report, run
+from richreps import launch, params, planfile, regimes, report, study
 from richreps.config import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +21,13 @@ PARAMS = {  # notebook 03's values that the plans read
 
 
 def test_a_pool_changes_only_the_pretraining_set_and_keeps_the_main_seeds_and_sweep():
-    fresh, big = regimes.plan(TINY, [0, 512], PARAMS, wide=True)
+    fresh, big = study.variants({**PARAMS, "map_pools": [0, 512], "wide_control": True}, TINY)
     assert fresh.recipe == TINY.replace(train_size=0) and big.recipe == TINY.replace(train_size=512)
-    assert big.wide_recipe == big.recipe.replace(last_mult=4) and fresh.folder == "pool-0"
+    assert big.controls[0].recipe == big.recipe.replace(last_mult=4) and fresh.folder == "pool-0"
     assert [sorted(p.sweep) for p in fresh.plans] == [[5, 10], [5, 10]]
     assert fresh.plans[1].sweep[10][4] == [(100, 4), (101, 4), (102, 4), (103, 4)]  # the main plan's seeds
     assert set(fresh.plans[0].cats) == {1, 4} and not fresh.plans[0].trajectory
-    assert [sorted(p.sweep) for p in fresh.wide_plans] == [[5, 10], [5, 10]]
+    assert [sorted(p.sweep) for p in fresh.controls[0].plans] == [[5, 10], [5, 10]]
     assert regimes.pool_name(0) == "fresh stream" and regimes.pool_name(5000) == "pool of 5,000"
 
 
@@ -43,13 +44,13 @@ def test_a_pool_changes_only_the_pretraining_set_and_keeps_the_main_seeds_and_sw
 def test_a_pool_notebook_03_could_not_train_is_refused_naming_map_pools(sizes, change, why):
     recipe = TINY.replace(warmup_steps=change.get("warmup_steps", 0))
     with pytest.raises(ValueError, match=f"map_pools {re.escape(str(sizes))}: {why}"):
-        regimes.plan(recipe, sizes, {**PARAMS, **change}, wide=False)
+        study.variants({**PARAMS, **change, "map_pools": sizes}, recipe)
 
 
 def test_the_runner_refuses_a_bad_pool_in_a_params_file_before_any_notebook_runs():
     values = {}
     for nb in sorted((ROOT / "notebooks").glob("0[34]_*.ipynb")):
-        values.update(run.defaults(run.declared_parameters(nb)))
+        values.update(params.defaults(params.declared_parameters(nb)))
     assert params.cross_key_errors({**values, "map_pools": [500]}) == []
     (err,) = params.cross_key_errors({**values, "map_pools": [0]})  # smoke's train_size is 0: a fresh stream
     assert err.startswith("key map_pools [0]: lists a size twice or train_size 0 itself")
@@ -58,22 +59,38 @@ def test_the_runner_refuses_a_bad_pool_in_a_params_file_before_any_notebook_runs
 
 
 def test_notebook_03_trains_each_pool_and_notebook_04_probes_its_sweep_with_the_pool_named(tmp_path):
-    pools = regimes.plan(TINY, [0], {**PARAMS, "seed_sets": 1, "cat_sizes": [2], "seeds": [0, 1]}, wide=True)
-    launch.write_plan(tmp_path, TINY, pools[0].plans)  # the main run's plan, beside its pools
-    regimes.write(tmp_path, pools)
-    launch.launch_variant(pools[0], tmp_path, ["--ckpt-every", "5"], "local", nproc=1)
+    values = {
+        **PARAMS,
+        "seed_sets": 1,
+        "cat_sizes": [2],
+        "seeds": [0, 1],
+        "map_pools": [0],
+        "wide_control": True,
+    }
+    st = study.plan_study(values, TINY)
+    planfile.write(tmp_path, st)  # the main run's plan and its pools
+    for folder, recipe, plans in st.trained():
+        if folder == "pool-0":  # the pool and its WIDE1 only: the main run is not read here
+            launch.launch_plans(
+                plans, tmp_path / folder / recipe.tag(), recipe, ["--ckpt-every", "5"], "local", 1
+            )
     sizes = {"train": 40, "val": 20, "test": 20}
     rows = regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
     assert {(r["method"], r["budget"]) for r in rows if r["task"] == "color"} == {
         (m, b) for m in ("CAT1", "CAT2", "WIDE1") for b in (5, 10)
     }
     assert {r["pool"] for r in rows} == {0}
-    launch.write_plan(tmp_path, TINY.replace(lr=0.01), pools[0].plans)  # another main run, the old pools
+    planfile.write(
+        tmp_path, dataclasses.replace(st, recipe=TINY.replace(lr=0.01))
+    )  # another main run, old pools
     with pytest.raises(
-        ValueError, match="pool-0/plan.json: recipe .* is not the main run's with train_size 0"
+        ValueError,
+        match="variants.json: the pool train_size 0 has recipe .*, not the main run's with train_size 0",
     ):
         regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache")
-    regimes.write(tmp_path, [])  # a later run without a map reads no pool of an earlier one
+    planfile.write(
+        tmp_path, dataclasses.replace(st, variants=[])
+    )  # a later run without a map reads no old pool
     assert regimes.probe(tmp_path, ["color"], sizes, [0.01], tmp_path / "cache") == []
 
 

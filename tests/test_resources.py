@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from richreps import featstore, resources, run
+from richreps import featstore, params, resources, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli import ROOT, readme_block, sh  # noqa: E402
@@ -38,7 +38,7 @@ def test_the_plan_of_params_paper_equals_the_hand_computed_one(tmp_path):
 def test_the_plan_counts_wide1_the_ablation_and_the_maps_pools_each_with_its_own_member_size(tmp_path):
     values = {}
     for nb in sorted((ROOT / "notebooks").glob("0[34]_*.ipynb")):
-        values.update(run.defaults(run.declared_parameters(nb)))
+        values.update(params.defaults(params.declared_parameters(nb)))
     values.update(yaml.safe_load((ROOT / "params" / "laptop_map.yaml").read_text()))
     res = resources.resources(values, tmp_path)
     # per seed set: the main plan's 5 runs (seed 0 to 1,600 steps, seeds 1-4 to 288) and WIDE1's, the same
@@ -54,8 +54,8 @@ def test_the_plan_counts_wide1_the_ablation_and_the_maps_pools_each_with_its_own
 
 
 def test_the_readme_resources_line_runs_as_written():
-    (line,) = [ln for ln in readme_block("## Running") if "--resources" in ln]
-    assert line == ".venv/bin/python -m richreps.budget --resources params/paper.yaml"
+    (line,) = [ln for ln in readme_block("## Running") if "richreps.resources" in ln]
+    assert line == ".venv/bin/python -m richreps.resources params/paper.yaml"
     out = sh(line.replace(".venv/bin/python", "python"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "GPU-hours, pretraining: 39.5 at 6,700 images/s per GPU" in out.stdout

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from richreps import run
+from richreps import params, run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -89,30 +89,30 @@ def test_failing_notebook_stops_with_its_path_and_manifest(tmp_path, book, capsy
 
 
 def test_only_selects_by_prefix(tmp_path, book):
-    params = write_params(tmp_path, {"steps": 2})
+    given = write_params(tmp_path, {"steps": 2})
     assert (
-        run.main([str(params), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"])
+        run.main([str(given), "--notebooks", str(book), "--outputs", str(tmp_path / "o"), "--only", "01"])
         == 0
     )
     assert sorted(p.name for p in (tmp_path / "o" / "trial").glob("*.ipynb")) == ["01_ok.ipynb"]
-    with pytest.raises(run.ParamsError, match="--only 07"):
-        run.notebooks_in(book, ["07"])
+    with pytest.raises(params.ParamsError, match="--only 07"):
+        params.notebooks_in(book, ["07"])
 
 
 @pytest.mark.parametrize("name", ["smoke", "laptop", "laptop_map", "small", "paper"])
 def test_shipped_params_files_validate(name):
-    declared = {nb: run.declared_parameters(nb) for nb in NOTEBOOKS}
-    params = run.load_params(ROOT / "params" / f"{name}.yaml")
-    run.validate({k: v for k, v in params.items() if not k.endswith(run.PATH_SUFFIXES)}, declared, name)
+    declared = {nb: params.declared_parameters(nb) for nb in NOTEBOOKS}
+    given = params.load_params(ROOT / "params" / f"{name}.yaml")
+    params.validate({k: v for k, v in given.items() if not k.endswith(params.PATH_SUFFIXES)}, declared, name)
 
 
 def test_committed_notebooks_default_to_the_smoke_values():
     """nbval checks the committed outputs, so the defaults must be what smoke.yaml runs."""
-    smoke = run.load_params(ROOT / "params" / "smoke.yaml")
+    smoke = params.load_params(ROOT / "params" / "smoke.yaml")
     for nb in NOTEBOOKS:
-        spec = run.declared_parameters(nb)
+        spec = params.declared_parameters(nb)
         assert all(v["inferred_type_name"] != "None" for v in spec.values()), f"{nb.name}: untyped parameter"
-        defaults = run.defaults(spec)
+        defaults = params.defaults(spec)
         for key in set(spec) & set(smoke):
             assert defaults[key] == smoke[key], f"{nb.name}: {key}"
         # nbval and `make notebooks` write here; `make reproduce` writes outputs/smoke: never the same folder
@@ -120,8 +120,8 @@ def test_committed_notebooks_default_to_the_smoke_values():
 
 
 def test_type_ok():
-    assert run.type_ok([0.1, 1], "list[float]") and not run.type_ok([0.1, "a"], "list[float]")
-    assert run.type_ok(3, "float") and not run.type_ok(3.5, "int") and not run.type_ok(1, "bool")
+    assert params.type_ok([0.1, 1], "list[float]") and not params.type_ok([0.1, "a"], "list[float]")
+    assert params.type_ok(3, "float") and not params.type_ok(3.5, "int") and not params.type_ok(1, "bool")
 
 
 def test_publish_copies_the_small_part_of_a_run_and_replaces_only_what_it_wrote(tmp_path, book):
@@ -190,14 +190,14 @@ def test_the_kernels_papermill_starts_use_ipc_not_plain_tcp(tmp_path, book):
 
 def test_each_path_suffix_is_checked_for_what_it_means(tmp_path):
     (tmp_path / "f.txt").write_text("x")
-    assert run.path_error("weights_file", tmp_path, None) == f"{tmp_path} is not a file"
-    assert run.path_error("weights_file", tmp_path / "f.txt", None) is None
+    assert params.path_error("weights_file", tmp_path, None) == f"{tmp_path} is not a file"
+    assert params.path_error("weights_file", tmp_path / "f.txt", None) is None
     assert (
-        run.path_error("cifar10_root", tmp_path / "f.txt", "cifar10")
+        params.path_error("cifar10_root", tmp_path / "f.txt", "cifar10")
         == f"{tmp_path / 'f.txt'} is not a folder"
     )
-    assert "cifar-10-batches-py: folder not found" in run.path_error("cifar10_root", tmp_path, "cifar10")
-    assert run.path_error("other_root", tmp_path, None) is None  # a folder; no layout known for it
+    assert "cifar-10-batches-py: folder not found" in params.path_error("cifar10_root", tmp_path, "cifar10")
+    assert params.path_error("other_root", tmp_path, None) is None  # a folder; no layout known for it
 
 
 def test_a_refresh_that_fails_midway_leaves_the_committed_notebook_as_it_was(book):

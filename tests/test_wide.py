@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from richreps import budget, experiment, launch, members, pretrain
+from richreps import budget, controls, experiment, launch, members, planfile, pretrain
 from richreps.config import Recipe
 from richreps.members import member_path
 from richreps.models import SmallCNN
+from richreps.study import ControlPlan, Study
 
 SMALL = Recipe(width=4, global_batch=8, bn_batches=1)
 
@@ -40,7 +41,9 @@ def test_a_widened_recipe_on_another_arch_is_a_one_line_error(tmp_path):
 
 def test_wide1_trains_cat1s_steps_with_a_seed_no_other_run_uses():
     plans = budget.replicate_plans(270, 300, [2, 5], "shared-prefix", [0, 1, 2, 3, 4], 3, 5, [100, 200], [25])
-    wide = budget.wide_plans(plans, 300)  # budget 100 is left out (CAT5 members of 18 steps < 5 x 5)
+    wide = controls.WIDE1.plans(
+        plans, {"baseline_steps": 300}
+    )  # budget 100 is left out (CAT5 members of 18 steps < 5 x 5)
     seeds = [p.runs[0].seed for p in wide]
     assert seeds == [50, 150, 250] and len(set(seeds)) == len(seeds)
     assert not set(seeds) & {r.seed for p in plans for r in p.runs}
@@ -51,19 +54,23 @@ def test_wide1_trains_cat1s_steps_with_a_seed_no_other_run_uses():
 def test_wide1_refuses_a_seed_that_another_run_uses():
     plans = budget.replicate_plans(270, 300, [2], "shared-prefix", [0, 50], 1)
     with pytest.raises(ValueError, match="WIDE1 of seed set 0 would use seed 50"):
-        budget.wide_plans(plans, 300)
+        controls.WIDE1.plans(plans, {"baseline_steps": 300})
 
 
 def test_the_plan_records_wide1_in_its_own_recipe_folder(tmp_path):
     plans = budget.replicate_plans(270, 300, [2, 5], "shared-prefix", [0, 1, 2, 3, 4], 2, 5)
     wide_recipe = SMALL.replace(last_mult=5)
-    launch.write_plan(tmp_path, SMALL, plans, (wide_recipe, budget.wide_plans(plans, 300)))
-    recipe, run_dir, ms = launch.read_wide(tmp_path)
-    assert recipe == wide_recipe and run_dir == tmp_path / wide_recipe.tag() != tmp_path / SMALL.tag()
-    assert ms == [(50, 300), (150, 300)]
-    assert launch.read_wide_sweeps(tmp_path)[2] == [{}, {}]  # no sweep budget: WIDE1 at CAT1's steps only
-    launch.write_plan(tmp_path, SMALL, plans)  # wide_control false: no WIDE1 recorded
-    assert launch.read_wide(tmp_path) is None and launch.read_wide_sweeps(tmp_path) is None
+    wide = ControlPlan(controls.WIDE1, wide_recipe, controls.WIDE1.plans(plans, {"baseline_steps": 300}))
+    planfile.write(tmp_path, Study(SMALL, plans, plans[0], [wide], []))
+    record = planfile.read(tmp_path).control("WIDE1")
+    assert (
+        record.recipe == wide_recipe
+        and record.run_dir == tmp_path / wide_recipe.tag() != tmp_path / SMALL.tag()
+    )
+    assert record.members == [(50, 300), (150, 300)]
+    assert record.sweeps == [{}, {}]  # no sweep budget: WIDE1 at CAT1's steps only
+    planfile.write(tmp_path, Study(SMALL, plans, plans[0], [], []))  # wide_control false: no WIDE1 recorded
+    assert planfile.read(tmp_path).control("WIDE1") is None
 
 
 def test_a_wide_member_loads_wide_and_an_old_file_without_the_key_loads_narrow(tmp_path):
@@ -83,18 +90,22 @@ def test_wide1_and_its_untrained_control_join_every_seed_set_and_a_stale_member_
     for seed in (50, 150):
         members.save(SmallCNN(10, 4, last_mult=2), member_path(tmp_path / "w", seed, 30), wide, seed, 30)
     reps = {k: [experiment.Representation("CAT1 (baseline)", 1, 30, ("a",))] for k in range(2)}
-    got = experiment.add_wide(reps, (wide, tmp_path / "w", [(50, 30), (150, 30)]), tmp_path / "untrained")
+    record = planfile.ControlRecord("WIDE1", wide, tmp_path / "w", [(50, 30), (150, 30)], [{}, {}], 50)
+    got = experiment.add_controls(reps, [record], tmp_path / "untrained")
     assert [r.method for r in got[1]] == ["CAT1 (baseline)", "WIDE1", "untrained WIDE1"]
     untrained = members.load(got[1][2].files[0])
     assert untrained.feature_dim == 8 * 4 * 2 and members.record(got[1][2].files[0])["seed"] == 1150
-    assert got[0][1].files != got[1][1].files and experiment.add_wide(reps, None, tmp_path) is reps
+    assert got[0][1].files != got[1][1].files and experiment.add_controls(reps, [], tmp_path) is reps
     with pytest.raises(members.CheckpointError, match="trained with another recipe"):
-        experiment.add_wide(reps, (wide.replace(lr=0.1), tmp_path / "w", [(50, 30), (150, 30)]), tmp_path)
+        stale = planfile.ControlRecord(
+            "WIDE1", wide.replace(lr=0.1), tmp_path / "w", [(50, 30), (150, 30)], [], 50
+        )
+        experiment.add_controls(reps, [stale], tmp_path)
 
 
 def test_the_compute_table_counts_wide1s_flops_beside_cat1s():
     cats = {1: [(0, 300)], 5: [(i, 54) for i in range(5)]}
-    table = launch.compute_table(SMALL, cats, SMALL.replace(last_mult=5))
+    table = launch.compute_table(SMALL, cats, [("WIDE1", SMALL.replace(last_mult=5), 300)])
     assert list(table.index) == ["CAT1", "CAT5", "WIDE1"] and table.loc["CAT1", "x CAT1"] == 1
     assert table.loc["WIDE1", "FLOPs per image"] > table.loc["CAT1", "FLOPs per image"]
     assert table.loc["CAT5", "steps (summed)"] == 270

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CUES = ("shape", "color", "texture", "position")
-N_VALUES = 10
+from richreps.targets import CUE_TASKS, CUES, N_VALUES  # torch-free names: richreps.targets
+
 # The imbalanced pretraining mixture (shape, color, texture, position): the benchmark's one default.
 # The cues a small CNN reads fastest carry the most weight and shape, the hardest, the least, so that
 # members learn the mixture in a laptop's budget and the cue they are most likely to drop is a minor
@@ -71,14 +71,7 @@ class Task:
         return values
 
 
-TASKS = {
-    "shape": Task("shape"),
-    "color": Task("color"),
-    "texture": Task("texture"),
-    "position": Task("position"),
-    "shape_parity": Task("shape", 2, "parity"),  # odd vs even digit: a label never used in pretraining
-    "position_row": Task("position", 2, "row"),  # top vs bottom row
-}
+TASKS = {name: Task(cue, n, grouping) for name, (cue, n, grouping) in CUE_TASKS.items()}
 
 
 @dataclass(frozen=True)

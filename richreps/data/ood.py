@@ -34,20 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from richreps.targets import HELD_OUT, OOD_TARGETS, SATURATED  # noqa: F401  (re-exported)
+
 SIZE = 32
-N_CLASSES = 10
 SPLIT_SEED = 0
-# test and validation sizes per target; the rest trains the probe (and direct training)
-HELD_OUT = {
-    "digits_uci": {"test": 450, "val": 300},
-    "mnist_plain": {"test": 600, "val": 400},
-    "mnist_clutter": {"test": 600, "val": 400},
-    "uci_plasma": {"test": 450, "val": 300},
-}
 RENDER_SEED = 20261130
-# Read at 94-99 % by untrained networks (results/laptop): listed, labelled saturated, never discriminating.
-SATURATED = ("digits_uci", "mnist_plain")
-TARGETS = tuple(HELD_OUT)
+TARGETS = OOD_TARGETS
 
 
 def is_ood(task: str) -> bool:

@@ -1,0 +1,210 @@
+"""The whole study as one object, built by one function from notebook 03's parameter values.
+
+    study = plan_study(values)        # values: a params file over the notebooks' defaults (or globals())
+    study.plans                       # the main TIME-CONCAT plan, one per seed set (richreps.budget)
+    study.controls                    # each control with its recipe and plans (richreps.controls)
+    study.variants                    # the main run varied: ablations of one recipe field, pools of the map
+
+Notebook 03 plans with it and writes it (`richreps.planfile`), the resource plan counts what it trains
+(`richreps.resources`), the runner's params check builds it before notebook 01 runs (`richreps.params`),
+and notebook 04 reads what notebook 03 wrote. Every refusal of a plan (a warmup longer than a member,
+seed sets sharing a seed, a pool the map cannot use) therefore happens here, once, naming the key.
+
+A variant is the main run with one recipe field changed, trained into its own run folder:
+- an **ablation** (issue 19) retrains CAT1, CATmax and the controls at the main budget with another value
+  of `key` (label smoothing): seed set k pairs with seed set k of the main run;
+- a **pool** of the map of regimes repeats the budget sweep (CAT1, CATmax and the controls at every sweep
+  budget) on a pretraining pool of another size (`train_size`; 0: a fresh sample every step).
+Both keep the main plan's seeds, so that a variant differs from the main run only in what it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from richreps import budget, controls
+from richreps.budget import Plan
+
+if TYPE_CHECKING:
+    from richreps.config import Recipe
+
+VARIANT_KINDS = ("ablation", "pool")
+
+
+@dataclass(frozen=True)
+class ControlPlan:
+    """A control as this study trains it: the registered control, its recipe and its plan per seed set."""
+
+    control: controls.Control
+    recipe: Recipe
+    plans: list[Plan]
+
+    @property
+    def name(self) -> str:
+        return self.control.name
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The main run with recipe field `key` set to `value`, trained into pretrain/<folder>/<recipe tag>."""
+
+    kind: str  # "ablation" | "pool"
+    key: str
+    value: float | int
+    recipe: Recipe
+    plans: list[Plan]  # per seed set: CAT1 and CATmax (at the main budget, or at the sweep budgets)
+    controls: list[ControlPlan] = field(default_factory=list)
+
+    @property
+    def folder(self) -> str:
+        """Ablations sit beside the main run (their recipes' tags differ); a pool gets its own folder."""
+        return f"pool-{self.value}" if self.kind == "pool" else "."
+
+    @property
+    def name(self) -> str:
+        return pool_name(int(self.value)) if self.kind == "pool" else f"{self.key} {self.value}"
+
+
+def pool_name(size: int) -> str:
+    """How a pool is named in tables and figures."""
+    return "fresh stream" if size == 0 else f"pool of {size:,}"
+
+
+@dataclass(frozen=True)
+class Study:
+    recipe: Recipe  # the members'
+    plans: list[Plan]  # per seed set
+    other: Plan  # seed set 0 in the other plan mode: its training steps, shown beside the chosen mode's
+    controls: list[ControlPlan]
+    variants: list[Variant]
+    notes: list[str] = field(default_factory=list)  # a control asked for that this arch has not, and why
+
+    @property
+    def n_max(self) -> int:
+        return max(self.plans[0].cats)
+
+    def of_kind(self, kind: str) -> list[Variant]:
+        return [v for v in self.variants if v.kind == kind]
+
+    def trained(self) -> list[tuple[str, Recipe, list[Plan]]]:
+        """Every set of plans the study trains, each with its recipe and run folder under pretrain/:
+        the main run, each control, and each variant's run and controls."""
+        out = [(".", self.recipe, self.plans), *((".", c.recipe, c.plans) for c in self.controls)]
+        for v in self.variants:
+            out += [(v.folder, v.recipe, v.plans), *((v.folder, c.recipe, c.plans) for c in v.controls)]
+        return out
+
+
+def _control_plans(values: Mapping, recipe: Recipe, plans: list[Plan], notes: list[str]) -> list[ControlPlan]:
+    n_max = max(plans[0].cats)
+    out: list[ControlPlan] = []
+    used: set[int] = set()
+    for c in controls.planned(values):
+        changed = c.recipe(recipe, n_max)
+        if changed is None:
+            notes.append(f"no {c.name}: arch {recipe.arch} has none ({c.why})")
+            continue
+        cp = ControlPlan(c, changed, c.plans(plans, values, used))
+        used |= {r.seed for p in cp.plans for r in p.runs}
+        out.append(cp)
+    return out
+
+
+def _pool_error(recipe: Recipe, sizes: list[int], sweep_plan: Plan) -> str | None:
+    """Why the map cannot use these pools, or None: the main run's own `train_size` (its sweep is already
+    the map's first pool), a size twice, a pool smaller than one batch, data other than cue images (an
+    ImageNet run has no pool to resize), and a map with no sweep budget left."""
+    if recipe.data != "cues":
+        return f"pools resize the cue-image pretraining set; pretrain_data is {recipe.data!r}"
+    if recipe.train_size in sizes or len(set(sizes)) < len(sizes):
+        return f"lists a size twice or train_size {recipe.train_size} itself (the main run's sweep)"
+    if any(0 < s < recipe.global_batch for s in sizes):
+        return f"a pool must hold at least one batch (global_batch {recipe.global_batch})"
+    if not sweep_plan.sweep:
+        return "the map is the budget sweep on each pool, and no sweep budget is left " + (
+            f"(left out: {sweep_plan.left_out})" if sweep_plan.left_out else "(sweep_budgets is empty)"
+        )
+    return None
+
+
+def variants(values: Mapping, recipe: Recipe, notes: list[str] | None = None) -> list[Variant]:
+    """The ablations (`ablate_label_smoothing`) and the map's pools (`map_pools`) of these values."""
+    notes = [] if notes is None else notes
+    n_max = max(values["cat_sizes"])
+    out = []
+    smoothing = values.get("ablate_label_smoothing", [])
+    if smoothing:  # CAT1 and CATmax at the main budget only
+        plans = budget.plans_from_params(
+            {**values, "cat_sizes": [n_max], "sweep_budgets": [], "trajectory_steps": []}
+        )
+        for value in smoothing:
+            changed = recipe.replace(label_smoothing=value)
+            if changed == recipe:
+                raise ValueError(
+                    f"ablate_label_smoothing: {value!r} is the recipe's own value; nothing to compare"
+                )
+            out.append(Variant("ablation", "label_smoothing", value, changed, plans,
+                               _control_plans(values, changed, plans, notes)))  # fmt: skip
+    sizes = list(values.get("map_pools", []))
+    if sizes:  # the budget sweep on each pool
+        plans = budget.plans_from_params({**values, "cat_sizes": [n_max], "trajectory_steps": []})
+        why = _pool_error(recipe, sizes, plans[0])
+        if why is not None:
+            raise ValueError(f"map_pools {sizes}: {why}")
+        for size in sizes:
+            changed = recipe.replace(train_size=size)
+            out.append(
+                Variant(
+                    "pool", "train_size", size, changed, plans, _control_plans(values, changed, plans, notes)
+                )
+            )
+    return out
+
+
+def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
+    """The study notebook 03's parameter values ask for; ValueError (naming the key) for one it refuses.
+    `recipe`: the members' recipe when it is not built from `values` (`config.recipe_from_params`)."""
+    if recipe is None:
+        from richreps.config import recipe_from_params
+
+        recipe = recipe_from_params(values)
+    plans = budget.plans_from_params(values)
+    mode = values["plan_mode"]
+    other_mode = "independent" if mode == "shared-prefix" else "shared-prefix"
+    other = budget.plans_from_params({**values, "plan_mode": other_mode, "seed_sets": 1})[0]
+    notes: list[str] = []
+    main_controls = _control_plans(values, recipe, plans, notes)
+    found = variants(values, recipe, [])
+    return Study(recipe, plans, other, main_controls, found, notes)
+
+
+def describe(study: Study) -> list[str]:
+    """Notebook 03's account of the study before anything trains: the plan's steps in both modes, the
+    seed sets, each control, ablation and pool with its run folder."""
+    plan, other, n_max = study.plans[0], study.other, study.n_max
+    lines = [
+        f"per seed set, {plan.mode}: {plan.training_steps} training steps; {other.mode}: {other.training_steps}",
+        f"{len(study.plans)} replicate seed sets; the first:",
+        f"compute per CATn (member steps summed): {plan.cat_compute()}",
+        *(f"sweep budget {b} left out: {why}" for b, why in plan.left_out.items()),
+        f"run folder: pretrain/{study.recipe.tag()} (named by the recipe's hash: another recipe trains into "
+        "another folder)",
+    ]
+    for c in study.controls:
+        steps = c.plans[0].cats[1][0][1]
+        lines.append(
+            f"{c.name}: one run of {steps} steps per seed set, seeds {[p.cats[1][0][0] for p in c.plans]}, "
+            f"run folder pretrain/{c.recipe.tag()} ({c.control.why})"
+        )
+    lines += study.notes
+    for v in study.variants:
+        with_ = "".join(f" and {c.name}" for c in v.controls)
+        where = "at the main budget" if v.kind == "ablation" else f"at budgets {sorted(v.plans[0].sweep)}"
+        folder = "" if v.folder == "." else f"{v.folder}/"
+        lines.append(
+            f"{v.kind} {v.name}: CAT1 and CAT{n_max}{with_} {where}, the main plan's seeds, run folder "
+            f"pretrain/{folder}{v.recipe.tag()}"
+        )
+    return lines

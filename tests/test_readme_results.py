@@ -1,0 +1,57 @@
+"""The README's result sections say no more than their tables (issue 29): every interval they quote, in
+the form "+11.0 [+8.3, +13.6]", is a contrast of a committed table, rounded as the tables are printed."""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERVAL = re.compile(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]")
+# (mean, low, high) column triples of the tables the sections cite
+TRIPLES = [
+    ("CAT5 - WIDE1", "low (vs WIDE1)", "high (vs WIDE1)"),
+    ("CAT5 - CAT1", "low", "high"),
+    ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"),
+    ("gain", "low", "high"),
+]
+SECTIONS = {
+    "## The cue result": [
+        "results/laptop/tables/04_verdicts.csv",
+        "results/laptop/tables/04_budget_sweep.csv",
+    ],
+    "## The map of regimes": [
+        "results/laptop_map/tables/04_map.csv",
+        "results/laptop_map/tables/04_ablation.csv",
+    ],
+}
+
+
+def section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(title)
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def intervals_of(tables: list[str]) -> set[str]:
+    """Every contrast of the tables as the README prints it: numbers at one decimal, signed."""
+    out = set()
+    for name in tables:
+        table = pd.read_csv(ROOT / name)
+        for col in table.columns:  # already formatted ('+1.7 [-2.1, +5.5]', the ablation table)
+            if not pd.api.types.is_numeric_dtype(table[col]):
+                out |= {m.group(0) for v in table[col].dropna().astype(str) for m in INTERVAL.finditer(v)}
+        for mean, low, high in TRIPLES:
+            if {mean, low, high} <= set(table.columns):
+                for m, lo, hi in table[[mean, low, high]].dropna().itertuples(index=False):
+                    out.add(f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+    return out
+
+
+@pytest.mark.parametrize("title", sorted(SECTIONS))
+def test_every_interval_the_readme_quotes_is_in_the_tables_it_cites(title):
+    quoted = [m.group(0) for m in INTERVAL.finditer(section(title))]
+    assert quoted, f"{title}: no interval found; the pattern no longer matches how the README writes them"
+    missing = sorted(set(quoted) - intervals_of(SECTIONS[title]))
+    assert not missing, f"{title}: not in {SECTIONS[title]}: {missing}"
