@@ -15,9 +15,12 @@ $(VENV)/.installed: pyproject.toml
 reproduce: $(VENV)/.installed
 	$(PY) -m richreps.run $(PARAMS)
 
+# The unit tests in two processes (pytest-xdist; a file's tests stay together, so its fixtures are built once),
+# then nbval on the notebooks in order (04 reads what 03 trained), in one process.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check richreps tests bench conftest.py
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q notebooks
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check richreps tests bench conftest.py
