@@ -50,9 +50,14 @@ def contrasts(
 ) -> pd.DataFrame:
     """Per target and value of `key` (the main run's first): CATmax - WIDE1 and CATmax - CAT1 in
     points, mean and 95 % paired t interval over seed sets (`verdicts.paired_interval`), and whether
-    the target is kept (`kept`: the calibration's; only kept targets are read, the others shown)."""
+    the target is kept (`kept`: the calibration's; only kept targets are read, the others shown).
+
+    Each other value's row also gives the difference of each contrast from the main run's, paired by seed
+    set ("CAT5 - WIDE1, <value> - main"): seed set k of an ablation starts from seed set k's
+    initialisations, so the two settings' intervals are not independent and only the interval of their
+    difference says whether the setting changed the contrast."""
     settings = [(main_value, long), *pd.DataFrame(rows).groupby(key, sort=True)]
-    out = []
+    out, main_diffs = [], {}
     for value, table in settings:
         full = verdicts.all_labels(table)
         acc = full.groupby(["method", "task", "replicate"])["test_acc"].mean()  # per seed set
@@ -69,17 +74,27 @@ def contrasts(
                 name = "CAT1" if other == verdicts.CAT1 else other
                 row[f"{cat} - {name}"] = verdicts.fmt_interval(mean, lo, hi)
                 row["seed sets"] = min(row.get("seed sets", n), n)  # the fewer pairs of the two
+                if value == main_value:
+                    main_diffs[(task, name)] = diffs
+                elif (task, name) in main_diffs:  # this setting - the main run's, seed set by seed set
+                    change = (diffs - main_diffs[(task, name)]).dropna()
+                    row[f"{cat} - {name}, setting - main"] = verdicts.fmt_interval(
+                        *verdicts.paired_interval(change)[:3]
+                    )
             if "seed sets" in row:  # a target with no contrast (not probed in this run) has no row
                 out.append(row)
     return pd.DataFrame(out)
 
 
-def write_table(out_dir: str | Path, table: pd.DataFrame | None) -> None:
-    """tables/04_ablation.{csv,md}, or their removal when this run has no ablation (no stale table)."""
+def write_table(out_dir: str | Path, table: pd.DataFrame | None, rows: list[dict] = ()) -> None:
+    """tables/04_ablation.{csv,md} and its per-seed-set rows (`rows`, the probes of `probe`) in
+    tables/04_ablation_long.{csv,md}, or their removal when this run has no ablation (no stale table)."""
     from richreps import io
 
     if table is None:
-        for path in (Path(out_dir) / "tables").glob("04_ablation.*"):
+        for path in (Path(out_dir) / "tables").glob("04_ablation*.*"):
             path.unlink()
     else:
         io.write_table(table, out_dir, "04_ablation", index=False)
+        if rows:
+            io.write_table(pd.DataFrame(rows), out_dir, "04_ablation_long", index=False)

@@ -167,6 +167,10 @@ def verdicts(table: pd.DataFrame, calib: pd.DataFrame) -> str:
     named = [(c, c.rpartition(" - ")[2]) for c in table.columns if re.fullmatch(r"CAT\d+ - \S+", c)]
     triples += [(c, f"low (vs {n})", f"high (vs {n})") for c, n in named if n in controls.REGISTRY]
     triples += [(c, "low (vs untrained)", "high (vs untrained)") for c in table.columns if "- untrained" in c]
+    shares = [
+        c.removeprefix("training's share vs ") for c in table.columns if c.startswith("training's share vs ")
+    ]
+    triples += [(f"training's share vs {n}", f"low (share vs {n})", f"high (share vs {n})") for n in shares]
     check_intervals(table, triples, name)
     check_range(table, ["p", "p (Holm)"], name)
     for t in table.index:

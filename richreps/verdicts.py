@@ -263,6 +263,8 @@ def _by_task(diffs: pd.Series, task: str) -> pd.Series:
 def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
     """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - each
     other registered control that was trained (`richreps.controls`: shown beside, not decisive), CATmax - CAT1,
+    training's share of CATmax - WIDE1 and of CATmax - CAT1 (the trained gap minus the untrained twins' gap,
+    paired by seed set: what the architectures differ by before training is not TIME-CONCAT's),
     trained - untrained CATmax; the primary contrast's p-value, Holm-adjusted over the kept targets;
     the verdict, and the verdict after Holm."""
     full = all_labels(long)
@@ -276,6 +278,14 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
         c for c in controls.REGISTRY if c != WIDE1 and (full["method"] == c).any()
     ]  # shown, not decisive
     vs_other = {c: (top - _per_set(full, c)).dropna() * 100 for c in others}
+    # training's share of a contrast: the trained gap minus the same gap between untrained twins, paired by
+    # seed set, so that what the architectures differ by before any training is not read as TIME-CONCAT's
+    untrained_top = _per_set(full, f"untrained CAT{n_max}")
+    share = {}
+    for name, trained in [*([(WIDE1, vs_wide)] if wide else []), ("CAT1", gain)]:
+        if (full["method"] == f"untrained {name}").any():
+            untrained = (untrained_top - _per_set(full, f"untrained {name}")).dropna() * 100
+            share[name] = (trained - untrained).dropna()
     rows = []
     for task in calib.index:
         g, r = paired_interval(_by_task(gain, task)), paired_interval(_by_task(vs_random, task))
@@ -295,6 +305,14 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
                 f"CAT{n_max} - untrained CAT{n_max}": r[0],
                 "low (vs untrained)": r[1],
                 "high (vs untrained)": r[2],
+                **{
+                    key: value
+                    for name, diffs in share.items()
+                    for key, value in zip(
+                        (f"training's share vs {name}", f"low (share vs {name})", f"high (share vs {name})"),
+                        paired_interval(_by_task(diffs, task))[:3],
+                    )
+                },
                 "seed sets": g[3],
                 "primary": f"CAT{n_max} - {WIDE1}" if wide else f"CAT{n_max} - CAT1 (no WIDE1)",
                 "p": paired_p(_by_task(vs_wide if wide else gain, task)) if kept else math.nan,
@@ -335,6 +353,12 @@ def contrasts(table: pd.DataFrame, task: str) -> str:
     if f"CAT{n} - {WIDE1}" in table.columns:
         wide = fmt_interval(r[f"CAT{n} - {WIDE1}"], r["low (vs WIDE1)"], r["high (vs WIDE1)"])
         text = f"CAT{n} - {WIDE1} = {wide}; " + text
+    name = WIDE1 if f"training's share vs {WIDE1}" in table.columns else "CAT1"
+    if f"training's share vs {name}" in table.columns:  # the primary contrast's, beside it
+        share = fmt_interval(
+            r[f"training's share vs {name}"], r[f"low (share vs {name})"], r[f"high (share vs {name})"]
+        )
+        text += f"; training's share of CAT{n} - {name} (trained gap - untrained gap) = {share}"
     return text
 
 

@@ -78,6 +78,12 @@ def test_the_ablation_table_sets_both_contrasts_beside_the_main_run_per_target(t
         and table.loc[("color", 0.0), "seed sets"] == 3
     )
     assert table.loc[("color", 0.0), "kept"] and IID not in table.index.get_level_values("target")
+    # the difference of each contrast from the main run's, paired by seed set (hand-worked): CAT5 - WIDE1 is
+    # 0, 10, 20 in the main run and 0, 10, -10 with label smoothing 0; CAT5 - CAT1 is 10, 10, 10 and 0, 10, -10
+    for column, change in (("CAT5 - WIDE1", [0.0, 0.0, -30.0]), ("CAT5 - CAT1", [-10.0, 0.0, -20.0])):
+        expected = verdicts.fmt_interval(*verdicts.paired_interval(change)[:3])
+        assert table.loc[("color", 0.0), f"{column}, setting - main"] == expected
+    assert pd.isna(table.loc[("color", 0.2), "CAT5 - WIDE1, setting - main"])  # the main run has none
     ablation.write_table(
         tmp_path, table.reset_index()
     )  # the report names the ablated field, not a column beside it

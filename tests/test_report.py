@@ -69,12 +69,12 @@ def test_report_states_agreement_and_difference_by_the_verdicts(tmp_path):
     write_tables(tmp_path, probes_long(+0.05))
     s = sections(write_report(tmp_path).read_text())
     agree = s["Where measurement and paper agree"]
-    assert "`shape`: CAT5 - CAT1 = +5.3 [" in agree and "Direct training on `shape` reaches 95.0 %" in agree
+    assert "`shape`: CAT5 - CAT1 = +5.3 [" in agree and "Direct training" not in agree
     assert "No WIDE1 in this run" in s["Table 3: the paper and this run (notebook 04)"]
-    assert (
-        "In distribution, `mixture (IID)`: CAT5 - CAT1"
-        in s["Not decided: inconclusive, uninformative, or in distribution"]
-    )
+    other = s["Not decided: inconclusive, uninformative, or in distribution"]
+    assert "In distribution, `mixture (IID)`: CAT5 - CAT1" in other
+    # a direct-versus-probe gap of 70 points is not the paper's 3 and 9: only its sign is compared
+    assert "Direct training on `shape` reaches 95.0 %" in other and "only the sign is comparable" in other
     write_tables(tmp_path, probes_long(-0.05))
     differ = sections(write_report(tmp_path).read_text())["Where they differ"]
     assert "`shape`: CAT5 - CAT1 = -4.7 [" in differ
@@ -101,8 +101,28 @@ def test_report_says_dimension_explains_a_gain_that_wide1_matches(tmp_path):
     write_tables(tmp_path, with_wide(probes_long(+0.05), +0.06))
     s = sections(write_report(tmp_path).read_text())
     differ = s["Where they differ"]
-    assert "`shape`: CAT5 - WIDE1 = " in differ and "dimension explains the gain" in differ
+    assert "`shape`: CAT5 - WIDE1 = " in differ and "the plan's verdict: dimension explains it" in differ
+    assert "training's share of CAT5 - WIDE1 (trained gap - untrained gap) = -1.7 [" in differ
     assert "survives Holm" in s["Table 3: the paper and this run (notebook 04)"]
+
+
+def test_an_agreement_that_does_not_survive_holm_is_not_listed_as_agreeing(tmp_path):
+    long = probes_long(+0.05)
+    write_tables(tmp_path, long)
+    table = pd.read_csv(tmp_path / "tables" / "04_verdicts.csv", index_col=0)
+    assert table.loc["shape", "verdict"] == "agrees"
+    table.loc["shape", ["survives Holm", "verdict (Holm)"]] = [
+        "no",
+        "inconclusive (agrees does not survive Holm)",
+    ]
+    write_table(table, tmp_path, "04_verdicts")
+    s = sections(write_report(tmp_path).read_text())
+    assert "`shape`" not in s["Where measurement and paper agree"]
+    other = s["Not decided: inconclusive, uninformative, or in distribution"]
+    assert (
+        "`shape`: CAT5 - CAT1 = +5.3 [" in other
+        and "**inconclusive (agrees does not survive Holm)**" in other
+    )
 
 
 def manifest(tmp_path, recorded: str) -> None:

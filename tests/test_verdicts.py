@@ -92,6 +92,17 @@ def test_without_wide1_catmax_minus_cat1_alone_decides_and_the_lines_say_so():
     assert verdicts.verdicts(down, verdicts.calibration(down)).loc["color", "verdict"] == "differs"
 
 
+def test_trainings_share_is_the_trained_gap_minus_the_untrained_twins_gap_paired_by_seed_set():
+    """Issue 29: what CATmax and a control differ by before any training is not TIME-CONCAT's. Untrained
+    CAT5 - untrained WIDE1 is +2, -1 and +2 points in the three seed sets, trained CAT5 - WIDE1 +4, +5
+    and +4: training's share is +2, +6 and +2 points, with the paired t interval of those. Against CAT1:
+    trained +5, +6, +5, untrained +5, +2, +5, so +0, +4, +0."""
+    r = decided("color", {**BASE, "CAT1 (baseline)": CAT1_, "WIDE1": [0.81, 0.83, 0.82], "CAT5": UP})
+    for name, diffs in (("WIDE1", [2.0, 6.0, 2.0]), ("CAT1", [0.0, 4.0, 0.0])):
+        got = (r[f"training's share vs {name}"], r[f"low (share vs {name})"], r[f"high (share vs {name})"])
+        assert got == pytest.approx(verdicts.paired_interval(diffs)[:3], abs=1e-9), name
+
+
 def test_untrained_wide1_is_a_floor():
     r = verdicts.calibration(
         long_table(
