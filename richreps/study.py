@@ -30,8 +30,6 @@ from richreps.budget import Plan
 if TYPE_CHECKING:
     from richreps.config import Recipe
 
-VARIANT_KINDS = ("ablation", "pool")
-
 
 @dataclass(frozen=True)
 class ControlPlan:
@@ -84,9 +82,6 @@ class Study:
     @property
     def n_max(self) -> int:
         return max(self.plans[0].cats)
-
-    def of_kind(self, kind: str) -> list[Variant]:
-        return [v for v in self.variants if v.kind == kind]
 
     def trained(self) -> list[tuple[str, Recipe, list[Plan]]]:
         """Every set of plans the study trains, each with its recipe and run folder under pretrain/:
