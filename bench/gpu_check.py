@@ -221,7 +221,7 @@ def headline(parts: dict) -> list[tuple[str, str, str]]:
             target = ">= 6,700" if mode == "compiled" else ""
             rows.append((f"ResNet-50 {r['size']} px batch {r['batch']}, {mode}, synthetic images/s",
                          f"{r['synthetic_images_per_s']:,.0f}", target))  # fmt: skip
-            for d in ("cpu", "gpu"):
+            for d in ("cpu", "gpu", "gpu_inline"):
                 if f"ratio_{d}" in r:
                     rows.append((f"  real stream --decode {d}: images/s (real / synthetic)",
                                  f"{r[f'real_{d}_images_per_s']:,.0f} ({r[f'ratio_{d}']:.3f})",
@@ -237,6 +237,11 @@ def headline(parts: dict) -> list[tuple[str, str, str]]:
     if pr:
         rows.append((f"fast probe {pr['n']} x {pr['features']}, {pr['classes']} classes: GPU s / CPU s",
                      f"{pr.get('cuda_s', '-')} / {pr['cpu_s']}", ""))  # fmt: skip
+        for dev in ("cuda", "cpu"):
+            if f"{dev}_solver" in pr:
+                rows.append((f"  {dev}: solver, L-BFGS iterations, gradient tolerance met at every weight decay",
+                             f"{pr[f'{dev}_solver']}, {pr[f'{dev}_lbfgs_iterations']}, {pr[f'{dev}_tolerance_met']}",
+                             "True"))  # fmt: skip
     nb = parts.get("notebooks", {})
     for name, e in nb.get("notebooks", {}).items():
         rows.append((f"{nb['params']}: {name}", f"{e['wall_s']} s ({e['status']})", ""))

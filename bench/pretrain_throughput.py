@@ -6,7 +6,8 @@ The trainer is built by `pretrain.build` and `pretrain.wrap` from a generated Im
 call is `pretrain.train_step`, the step `richreps.pretrain` loops over, so the figures are that loop's.
 All measurements run in this process on one trainer: a synthetic stream that returns one batch
 already on the device, then, per decode path, the stream `make_data` gives it (`--decode cpu`: PIL in
-loader workers; `gpu`: batched decode + augmentation on the device, nvjpeg on CUDA). The figure is
+loader workers; `gpu`: batched decode + augmentation on the device, nvjpeg on CUDA, made ahead in a
+thread; `gpu_inline`: the same decode between steps, `--prefetch 0`, the baseline of the overlap). The figure is
 the ratio real / synthetic (goal on one H100/H200 with `--decode gpu`: >= 0.95), plus the absolute rates. On CUDA the
 step runs in bf16 with channels_last, as in training.
 """
@@ -23,6 +24,7 @@ import torch
 from bench.common import imagenet_like_folder, rate
 from richreps import pretrain
 from richreps.data.pipeline import default_workers
+from richreps.data.prefetch import Prefetcher
 from richreps.data.streams import make_data
 
 
@@ -47,10 +49,18 @@ def trainer_for(root: Path, args: argparse.Namespace, decode: str) -> pretrain.T
     return t
 
 
-def trainer_stream(t: pretrain.Trainer, decode: str, workers: int | None):
-    """The training stream `richreps.pretrain` builds for another decode path, same recipe and seed."""
+def trainer_stream(t: pretrain.Trainer, decode: str, workers: int | None, prefetch: int | None = None):
+    """The training stream `richreps.pretrain` builds for a decode path (same recipe and seed), made
+    ahead by its `Prefetcher` as `pretrain.build` does unless `prefetch` says otherwise (0: inline)."""
     micro = t.recipe.micro_batch or t.recipe.global_batch
-    return make_data(t.recipe, 0, 0, 1, t.device, micro, workers, decode)[0]
+    stream = make_data(t.recipe, 0, 0, 1, t.device, micro, workers, decode)[0]
+    depth = pretrain.prefetch_depth(argparse.Namespace(prefetch=prefetch), decode)
+    return Prefetcher(stream, depth, t.device) if depth else stream
+
+
+def close(stream) -> None:
+    if isinstance(stream, Prefetcher):
+        stream.close()
 
 
 def measure(t: pretrain.Trainer, seconds: float, warmup: int) -> float:
@@ -90,13 +100,17 @@ def main(argv: list[str] | None = None) -> dict:
     synthetic = measure(t, args.seconds, args.warmup)
     results["synthetic_images_per_s"] = round(synthetic, 1)
     print(f"synthetic batch on the device:        {synthetic:10,.0f} images/s")
-    for decode in args.decode:
-        t.stream = real_stream if decode == args.decode[0] else trainer_stream(t, decode, args.workers)
+    close(real_stream)
+    # each path as pretrain runs it; `gpu_inline` is --decode gpu with --prefetch 0 (decode between steps)
+    paths = [(d, None) for d in args.decode] + ([("gpu_inline", 0)] if "gpu" in args.decode else [])
+    for name, prefetch in paths:
+        t.stream = trainer_stream(t, name.removesuffix("_inline"), args.workers, prefetch)
         real = measure(t, args.seconds, args.warmup)
-        results[f"real_{decode}_images_per_s"] = round(real, 1)
-        results[f"ratio_{decode}"] = round(real / synthetic, 3)
+        close(t.stream)
+        results[f"real_{name}_images_per_s"] = round(real, 1)
+        results[f"ratio_{name}"] = round(real / synthetic, 3)
         print(
-            f"real stream, --decode {decode}:  {real:10,.0f} images/s  ratio real/synthetic {real / synthetic:.3f}"
+            f"real stream, --decode {name}:  {real:10,.0f} images/s  ratio real/synthetic {real / synthetic:.3f}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

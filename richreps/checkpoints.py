@@ -21,12 +21,16 @@ import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from richreps.config import Recipe
 from richreps.io import atomic_path, payload_digest
+
+if TYPE_CHECKING:
+    from richreps.data.folders import ImageIndex
 
 
 class RunLock:
@@ -360,18 +364,27 @@ def image_listing_digest(samples: list[tuple[str, int]]) -> str:
 
 
 def check_images(
-    recipe: Recipe, rank: int, world: int, device: torch.device, out: Path | None = None
+    recipe: Recipe,
+    rank: int,
+    world: int,
+    device: torch.device,
+    out: Path | None = None,
+    index: ImageIndex | None = None,
+    workers: int | None = None,
 ) -> None:
     """Under corrupt_policy `error`, decode every training image before step 1 (each rank its share),
     so an unreadable one refuses the run naming the file and the policy instead of stopping it
     mid-epoch. Under `skip` the dataset's own scan leaves such files out and counts them.
 
     A passed check is recorded in `<out>/metrics/image_check.json` with `image_listing_digest`, so a
-    restart or a SLURM requeue of the same run over the same files does not decode 1.28M images again."""
+    restart or a SLURM requeue of the same run over the same files does not decode 1.28M images again.
+    `index`: the start's shared listing (`data.shared_index`); `workers` processes decode each rank's share
+    in parallel (default: the loader's count, `data.pipeline.default_workers`)."""
     from richreps.data.folders import first_unreadable, imagenet_index
+    from richreps.data.pipeline import default_workers
     from richreps.io import write_text
 
-    samples = imagenet_index(recipe.data_root).train
+    samples = (index if index is not None else imagenet_index(recipe.data_root)).train
     record = out / "metrics" / "image_check.json" if out is not None else None
     digest = image_listing_digest(samples) if record is not None else ""
     if record is not None and record.is_file():
@@ -380,7 +393,8 @@ def check_images(
                 return
         except (json.JSONDecodeError, AttributeError):
             pass  # a damaged record: check again
-    bad = first_unreadable(samples[rank::world], desc=f"checking images (rank {rank})")
+    workers = default_workers() if workers is None else workers
+    bad = first_unreadable(samples[rank::world], desc=f"checking images (rank {rank})", workers=workers)
     flag = torch.tensor([float(bad is not None)], device=device)
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)

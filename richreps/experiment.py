@@ -21,6 +21,7 @@ import torch
 
 from richreps import features, members
 from richreps.config import Recipe
+from richreps.devices import node_devices, ordered_map
 from richreps.members import member_path
 from richreps.probe import choose_solver, fast_probe
 from richreps.targets import IID
@@ -204,47 +205,44 @@ def probe_rows(
     solvers: dict[tuple[str, int], str] | None = None,
 ) -> list[dict]:
     """Fast-probe every representation on every task, at every number of labelled examples per class,
-    each task with one solver (`solvers`, default: `solvers_by_task` of these representations)."""
-    solvers = solvers or solvers_by_task(reps, feats, tasks, shots, device)
-    rows = []
-    for rep in reps:
-        for task in tasks:
-            sets = {
-                s: features.concat([feats[task][s][f] for f in rep.files]) for s in ("train", "val", "test")
-            }
-            classes = int(max(int(sets[s].labels.max()) for s in sets)) + 1
-            for k in [*shots, 0]:
-                train = (
-                    sets["train"]
-                    if k == 0
-                    else features.subsample_per_class(sets["train"], k, seed=replicate)
-                )
-                r = fast_probe(
-                    train, sets["val"], sets["test"], grid=grid, device=device, solver=solvers[(task, k)]
-                )
-                rows.append(
-                    {
-                        "replicate": replicate,
-                        "method": rep.method,
-                        "n": rep.n,
-                        "steps_per_member": rep.steps_per_member,
-                        "compute_steps": rep.compute_steps,
-                        "task": IID if task == "mixture" else task,
-                        "chance": 1.0 / classes,
-                        "shots": "all" if k == 0 else k,
-                        "test_acc": r.test_acc,
-                        "val_acc": r.val_acc,
-                        "weight_decay": r.weight_decay,
-                        "solver": r.solver,
-                        "tf32": r.tf32,
-                        # the chosen weight decay's fit: a capped fit is visible, not hidden
-                        "iterations": r.steps[r.weight_decay],
-                        "gradient tolerance met": r.converged[r.weight_decay],  # not stopped by the cap
-                        "objective": r.objective[r.weight_decay],
-                        "max |gradient|": r.grad_max[r.weight_decay],
-                    }
-                )
-    return rows
+    each task with one solver (`solvers`, default: `solvers_by_task` of these representations).
+
+    Each (representation, task, labelled examples) fit, its weight-decay path whole, runs on one of the
+    node's devices (`devices.ordered_map`: "cuda" is every GPU); the rows come back in this order."""
+    devices = node_devices(device)
+    solvers = solvers or solvers_by_task(reps, feats, tasks, shots, devices[0])
+    jobs = [(rep, task, k) for rep in reps for task in tasks for k in [*shots, 0]]
+
+    def fit(job: tuple, worker: int) -> dict:
+        rep, task, k = job
+        sets = {s: features.concat([feats[task][s][f] for f in rep.files]) for s in ("train", "val", "test")}
+        classes = int(max(int(sets[s].labels.max()) for s in sets)) + 1
+        train = sets["train"] if k == 0 else features.subsample_per_class(sets["train"], k, seed=replicate)
+        r = fast_probe(
+            train, sets["val"], sets["test"], grid=grid, device=devices[worker], solver=solvers[(task, k)]
+        )
+        return {
+            "replicate": replicate,
+            "method": rep.method,
+            "n": rep.n,
+            "steps_per_member": rep.steps_per_member,
+            "compute_steps": rep.compute_steps,
+            "task": IID if task == "mixture" else task,
+            "chance": 1.0 / classes,
+            "shots": "all" if k == 0 else k,
+            "test_acc": r.test_acc,
+            "val_acc": r.val_acc,
+            "weight_decay": r.weight_decay,
+            "solver": r.solver,
+            "tf32": r.tf32,
+            # the chosen weight decay's fit: a capped fit is visible, not hidden
+            "iterations": r.steps[r.weight_decay],
+            "gradient tolerance met": r.converged[r.weight_decay],  # not stopped by the cap
+            "objective": r.objective[r.weight_decay],
+            "max |gradient|": r.grad_max[r.weight_decay],
+        }
+
+    return list(ordered_map(fit, jobs, devices))
 
 
 def probe_cues(

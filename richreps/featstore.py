@@ -222,14 +222,14 @@ class BlockReader:
     `read` is overwritten by the next read.
     """
 
-    def __init__(self, rows: Rows, block: int):
+    def __init__(self, rows: Rows, block: int, device: torch.device | str = "cpu"):
         self.rows, self.block = rows, max(1, min(block, len(rows)))
         self.parts, offset = [], 0
         for p in _leaves(rows):
             scratch = np.empty((self.block, p.shape[1]), np.float16) if isinstance(p, StoredRows) else None
             self.parts.append((p, offset, scratch))
             offset += p.shape[1]
-        self.out = torch.empty(self.block, rows.shape[1])
+        self.out = torch.empty(self.block, rows.shape[1], device=device)  # on the GPU: rows held there
 
     def starts(self) -> range:
         return range(0, len(self.rows), self.block)

@@ -16,6 +16,7 @@ Over 450 lines because the cache's writing, resuming and checking stay together 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from richreps import featstore
 from richreps import members as member_files
+from richreps.devices import node_devices, ordered_map
 from richreps.io import atomic_path, write_json
 from richreps.models import Member
 
@@ -243,16 +245,31 @@ def extract(
     A chunk is written every `chunk_batches` batches, or sooner when the chunk buffers, half of
     `featstore.ram_budget(ram_bytes)` allocated once and reused, are full.
     """
-    device = torch.device(device)
+    devices = node_devices(device)
     out, todo = {}, {}
     for key, m in members.items():
         cached = _load(cache_dir, key, data_key)
         if cached is not None:
             out[key] = cached
         else:
-            todo[key] = m.to(device).eval()
+            todo[key] = m.to(devices[0]).eval()
+            if devices[0].type == "cuda":
+                todo[key] = todo[key].to(memory_format=torch.channels_last)
     if not todo:
         return out
+    # every device runs every member on its share of the batches (devices.ordered_map)
+    replicas = [todo] + [{k: copy.deepcopy(m).to(d) for k, m in todo.items()} for d in devices[1:]]
+
+    def run(batch: tuple, worker: int) -> tuple[dict[str, np.ndarray], torch.Tensor, int]:
+        x, y = batch
+        x = x.to(devices[worker], non_blocking=True)
+        amp = devices[worker].type == "cuda"
+        if amp:  # the layout the inference rate of the resource plan was measured with
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(devices[worker].type, torch.bfloat16, enabled=amp):
+            got = {k: m.features(x).float().half().cpu().numpy() for k, m in replicas[worker].items()}
+        return got, y, len(x)
+
     partial = _Partial(
         Path(cache_dir) / "partial" / _hash("|".join(sorted(todo)) + data_key), data_key, sorted(todo)
     )
@@ -260,14 +277,9 @@ def extract(
     bufs: dict[str, np.ndarray] = {}  # one chunk buffer per member, filled batch by batch, reused
     labels = np.empty(0, np.int64)
     fill, start, done = 0, partial.batches, partial.batches
-    amp = device.type == "cuda"
-    for b, (x, y) in enumerate(tqdm(batches(), desc=desc, unit="batch", leave=False)):
-        if b < start:
-            continue  # already in a chunk on disk
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            got = {k: m.features(x).float().half().cpu().numpy() for k, m in todo.items()}
-        rows = len(x)
+    source = tqdm(batches(), desc=desc, unit="batch", leave=False)
+    wanted = (batch for b, batch in enumerate(source) if b >= start)  # earlier ones: in a chunk on disk
+    for b, (got, y, rows) in enumerate(ordered_map(run, wanted, devices), start):
         if fill + rows > len(labels):  # the buffers are full: write them out, or make them
             if fill:
                 partial.write({k: [v[:fill]] for k, v in bufs.items()}, [labels[:fill]], done)
@@ -400,6 +412,15 @@ def probe_val_fraction(dataset: str, member_paths: list[str | Path]) -> float:
     return held.pop() if held else PROBE_VAL_FRACTION
 
 
+EXTRACT_BATCH = 1024  # images per batch on CUDA: the batch the resource plan's inference rate was measured at
+
+
+def extract_batch(device) -> int | None:
+    """`EXTRACT_BATCH` where extraction runs on CUDA (with channels_last, as `extract` does there), else the
+    CPU's default (None): the setting `resources.INFERENCE_IMAGES_PER_S` was measured at."""
+    return EXTRACT_BATCH if node_devices(device)[0].type == "cuda" else None
+
+
 def folder_batches(
     dataset: str,
     root: str,
@@ -409,14 +430,16 @@ def folder_batches(
     workers: int | None,
     seed: int = 0,
     val_fraction: float = PROBE_VAL_FRACTION,
+    batch: int | None = None,
 ):
     """A batch source over a real dataset split with the probe's transform (augmented when `train`);
-    `val_fraction` of the training set is the validation split (`probe_val_fraction`)."""
+    `val_fraction` of the training set is the validation split (`probe_val_fraction`). `batch`: by default
+    256 for CIFAR and 128 otherwise (the CPU's); extraction on CUDA passes `EXTRACT_BATCH`."""
     from richreps.data import build_dataset, probe_transform
     from richreps.data.pipeline import cpu_loader
 
     ds = build_dataset(dataset, root, split, probe_transform(dataset, train, size), val_fraction=val_fraction)
-    batch = 256 if dataset.startswith("cifar") else 128
+    batch = batch or (256 if dataset.startswith("cifar") else 128)
 
     def batches(epoch: int = 0):
         torch.manual_seed(seed + epoch)
@@ -444,7 +467,16 @@ def folder_features(
         part = split if split == "test" else f"{split}-val{held:g}"  # the cache names the split it holds
         got = extract(
             {keys[p]: m for p, m in models.items()},
-            folder_batches(dataset, str(root), split, image_size, False, workers, val_fraction=held),
+            folder_batches(
+                dataset,
+                str(root),
+                split,
+                image_size,
+                False,
+                workers,
+                val_fraction=held,
+                batch=extract_batch(device),
+            ),
             f"{dataset}/{Path(root).resolve()}/{part}/eval{image_size}",
             cache_dir,
             device,

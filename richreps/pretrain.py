@@ -53,6 +53,8 @@ from richreps.checkpoints import (
     start_of_run,
 )
 from richreps.config import SEED_MAX, STEPS_RULE, Recipe, rule_error, rule_text
+from richreps.data import shared_index
+from richreps.data.prefetch import Prefetcher
 from richreps.data.streams import make_data
 from richreps.io import atomic_path, read_jsonl, unwritable, write_json
 from richreps.members import member_path
@@ -116,6 +118,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="imagenet: cpu = PIL in loader workers; gpu = batched decode + augmentation on the training "
         "device (nvjpeg). Default: gpu on CUDA, else cpu",
+    )
+    _flag(
+        run,
+        "--prefetch",
+        {"low": 0, "high": 64},
+        type=int,
+        default=None,
+        help="batches made ahead of the step in a background thread (richreps.data.prefetch). "
+        "Default: 2 with --decode gpu, where decode and augmentation would otherwise run inline; else 0",
     )
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     run.add_argument(
@@ -270,6 +281,13 @@ class Trainer:
     settings: dict = field(default_factory=dict)  # device and kernel settings: recorded, not the recipe
     at_start: runtime.StepStart | None = None  # the step in progress, as it began
     in_step: bool = False
+    # on the device, so a step never waits for the host: steps taken, and the first with a non-finite loss
+    clock: torch.Tensor | None = None
+    first_bad: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.clock = torch.zeros((), dtype=torch.long, device=self.device)
+        self.first_bad = torch.zeros((), dtype=torch.long, device=self.device)
 
 
 def resolve_decode(args: argparse.Namespace, device: torch.device) -> str:
@@ -277,8 +295,9 @@ def resolve_decode(args: argparse.Namespace, device: torch.device) -> str:
     return args.decode or ("gpu" if device.type == "cuda" else "cpu")
 
 
-def build(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> Trainer:
-    """Data, model and optimizer for `args`, as a fresh run (resume loads into it)."""
+def build(args: argparse.Namespace, rank: int, world: int, device: torch.device, index=None) -> Trainer:
+    """Data, model and optimizer for `args`, as a fresh run (resume loads into it). `index`: the start's
+    ImageNet listing, shared by the ranks (`data.shared_index`); listed here when not given."""
     recipe = Recipe.from_namespace(args)
     per_rank = recipe.global_batch // world
     micro = recipe.micro_batch or per_rank
@@ -290,7 +309,7 @@ def build(args: argparse.Namespace, rank: int, world: int, device: torch.device)
     amp = device.type == "cuda"
     settings = runtime.gpu_settings(device)  # cudnn.benchmark and TF32 on CUDA
     stream, calib, val, num_classes = make_data(
-        recipe, args.seed, rank, world, device, micro, args.workers, resolve_decode(args, device)
+        recipe, args.seed, rank, world, device, micro, args.workers, resolve_decode(args, device), index
     )
     torch.manual_seed(args.seed)  # the initialisation depends only on the seed, not on the data
     raw = build_model(recipe.arch, num_classes, recipe.width, recipe.last_mult).to(device)
@@ -308,11 +327,21 @@ def build(args: argparse.Namespace, rank: int, world: int, device: torch.device)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
     workers = getattr(stream, "loader", None) and stream.loader.num_workers
+    prefetch = prefetch_depth(args, decode)
+    if prefetch:
+        stream = Prefetcher(stream, prefetch, device)
+    settings["prefetch"] = prefetch
     return Trainer(
         recipe, raw, raw, opt, stream, calib, val, criterion, per_rank // micro, device, amp, world,
         out=Path(args.out), seed=args.seed, rank=rank, decode=decode,
         settings={**settings, "world": world, "decode": decode, "loader_workers": workers or 0},
     )  # fmt: skip
+
+
+def prefetch_depth(args: argparse.Namespace, decode: str) -> int:
+    """`--prefetch`, by default 2 where the training thread would decode (`--decode gpu`), else 0: the CPU
+    path's loader workers already decode ahead, and the cue streams index tensors already in place."""
+    return args.prefetch if getattr(args, "prefetch", None) is not None else (2 if decode == "gpu" else 0)
 
 
 def wrap(t: Trainer, compile: bool) -> None:
@@ -332,7 +361,12 @@ def wrap(t: Trainer, compile: bool) -> None:
 
 
 def train_step(t: Trainer) -> torch.Tensor:
-    """One optimizer step over `accum` micro-batches; returns the summed loss (a device scalar, not synced)."""
+    """One optimizer step over `accum` micro-batches; returns the summed loss (a device scalar, not synced).
+
+    Nothing here waits for the device: a non-finite loss is recorded on the device (`t.first_bad`, the
+    first such step) and read by `train` at its next check (a log, export, evaluation or checkpoint step),
+    before anything is written. Steps after a non-finite one are not skipped; the run fails at the check,
+    naming the first bad step and the last checkpoint, which no bad step reached."""
     runtime.step_started(t)
     total = torch.zeros((), device=t.device)
     for i in range(t.accum):
@@ -346,8 +380,8 @@ def train_step(t: Trainer) -> torch.Tensor:
             loss = t.criterion(t.model(x), y) / t.accum
             loss.backward()
         total += loss.detach()
-    if not torch.isfinite(total):  # checked before the step, which would spread it into the weights
-        return total
+    t.clock += 1
+    t.first_bad = torch.where((t.first_bad == 0) & ~torch.isfinite(total), t.clock, t.first_bad)
     with runtime.update(t):  # a preemption checkpoint never sees half-updated weights
         t.opt.step()
         t.opt.zero_grad(set_to_none=True)
@@ -377,9 +411,11 @@ def train(args: argparse.Namespace) -> dict:
         )
     if master:
         completion.clear_done(out, args.seed)  # not done until this start finishes
+    # ImageNet is listed once per start, by rank 0, for the image check and the data (issue 27)
+    index = shared_index("imagenet", recipe.data_root, rank, world) if recipe.data == "imagenet" else None
     if recipe.data == "imagenet" and recipe.corrupt_policy == "error":
-        check_images(recipe, rank, world, device, out)
-    t = build(args, rank, world, device)
+        check_images(recipe, rank, world, device, out, index, args.workers)
+    t = build(args, rank, world, device, index)
     raw, opt, stream, calib, val = t.raw, t.opt, t.stream, t.calib, t.val
     step = 0
     if ckpt is not None and before is not None and ckpt["step"] >= before:
@@ -417,56 +453,74 @@ def train(args: argparse.Namespace) -> dict:
     last_ckpt_time, window_start, window_images = time.monotonic(), time.perf_counter(), 0
     pause_at = fault_pause(master)  # None outside the fault suite
 
-    while step < args.steps:
-        total = train_step(t)
-        if all_max(float(~torch.isfinite(total)), device, world) > 0:
-            msg = f"non-finite loss at step {step + 1} (seed {args.seed}); last good checkpoint: {ckpt_path or 'none'}"
-            if master:
-                write_json(failed, {"error": msg, "step": step + 1, "checkpoint": str(ckpt_path or "none")})
-            raise NonFiniteLoss(msg)
-        step += 1
-        if step == pause_at:
-            hold_for_fault_test(out, args.seed)
-        window_images += recipe.global_batch
-        bar.update(1)
+    t.clock.fill_(step)  # the device's count of steps taken (train_step's non-finite record)
+    try:
+        while step < args.steps:
+            total = train_step(t)
+            step += 1
+            if step == pause_at:
+                hold_for_fault_test(out, args.seed)
+            window_images += recipe.global_batch
+            bar.update(1)
+            log_now = step % args.log_every == 0 or step == args.steps
+            want_eval = args.eval_every and step % args.eval_every == 0
+            export = step in exports or want_eval
+            # the checkpoint clock is read at log steps only: every rank then agrees without a per-step broadcast
+            late = log_now and (time.monotonic() - last_ckpt_time) > 60 * args.ckpt_minutes
+            due = step < args.steps and (
+                step % args.ckpt_every == 0 or (log_now and broadcast_flag(late, device, world))
+            )
 
-        if master and (step % args.log_every == 0 or step == args.steps):
-            elapsed = time.perf_counter() - window_start
-            rec = {
-                "step": step,
-                "loss": round(float(total), 6),
-                "lr": opt.param_groups[0]["scheduled_lr"],
-                "images_per_s": round(window_images / max(elapsed, 1e-9), 1),
-                "epoch": stream.state_dict()["epoch"],
-            }
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.set_postfix(loss=rec["loss"])
-            window_start, window_images = time.perf_counter(), 0
+            if log_now or export or due:  # the host waits for the device here, and only here
+                bad = int(all_max(float(t.first_bad), device, world))
+                if bad:
+                    msg = f"non-finite loss at step {bad} (seed {args.seed}); last good checkpoint: {ckpt_path or 'none'}"
+                    if master:
+                        write_json(
+                            failed, {"error": msg, "step": bad, "checkpoint": str(ckpt_path or "none")}
+                        )
+                    raise NonFiniteLoss(msg)
 
-        want_eval = args.eval_every and step % args.eval_every == 0
-        if step in exports or want_eval:
-            member = member_at_x(raw, opt, calib, device) if master else None
-            if master and step in exports:
-                members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
-            if master and (want_eval or step == args.steps):
-                if step == args.steps and pause_at == "final-eval":
-                    hold_for_fault_test(out, args.seed)
-                rec = {"step": step, **evaluate(member, val, device, amp)}
+            if master and log_now:
+                elapsed = time.perf_counter() - window_start
+                rec = {
+                    "step": step,
+                    "loss": round(float(total), 6),
+                    "lr": opt.param_groups[0]["scheduled_lr"],
+                    "images_per_s": round(window_images / max(elapsed, 1e-9), 1),
+                    "epoch": stream.state_dict()["epoch"],
+                }
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-            if world > 1:
-                dist.barrier()
-            window_start, window_images = time.perf_counter(), 0  # throughput excludes evaluation
+                bar.set_postfix(loss=rec["loss"])
+                window_start, window_images = time.perf_counter(), 0
 
-        due = step % args.ckpt_every == 0 or (time.monotonic() - last_ckpt_time) > 60 * args.ckpt_minutes
-        if broadcast_flag(due and step < args.steps, device, world):
-            rngs = gather_rngs(device, world)
-            if master:
-                ckpt_path = save_checkpoint(ckpt_dir, raw, opt, step, stream, rngs, recipe, args.seed, decode)
-            last_ckpt_time = time.monotonic()
-            if world > 1:
-                dist.barrier()
+            if export:
+                member = member_at_x(raw, opt, calib, device) if master else None
+                if master and step in exports:
+                    members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
+                if master and (want_eval or step == args.steps):
+                    if step == args.steps and pause_at == "final-eval":
+                        hold_for_fault_test(out, args.seed)
+                    rec = {"step": step, **evaluate(member, val, device, amp)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if world > 1:
+                    dist.barrier()
+                window_start, window_images = time.perf_counter(), 0  # throughput excludes evaluation
+
+            if due:
+                rngs = gather_rngs(device, world)
+                if master:
+                    ckpt_path = save_checkpoint(
+                        ckpt_dir, raw, opt, step, stream, rngs, recipe, args.seed, decode
+                    )
+                last_ckpt_time = time.monotonic()
+                if world > 1:
+                    dist.barrier()
+    finally:
+        if isinstance(stream, Prefetcher):  # its thread stops with the run, finished or not
+            stream.close()
 
     bar.close()
     runtime.register(None)  # finished: nothing left for a preemption handler to save

@@ -49,7 +49,9 @@ DATASETS = ("cifar10", "cifar100", "imagenet", "inat18", "cues")
 # ---------------------------------------------------------------- the fast probe
 
 FULL_BATCH, STREAMED = "L-BFGS (full batch)", "L-BFGS (streamed full batch)"
-SOLVERS = (FULL_BATCH, STREAMED)
+CHUNKED = "L-BFGS (full batch, float16 on the device, in chunks)"
+SOLVERS = (FULL_BATCH, CHUNKED, STREAMED)
+CHUNK_BYTES = 2**31  # the float32 chunk of a CHUNKED fit: standardised rows, logits and their gradient
 LBFGS_HISTORY = 20
 TOLERANCE_GRAD = (
     1e-6  # a fit ends when max |gradient| of the training objective is below this (stopping_rule)
@@ -85,23 +87,43 @@ def full_batch_bytes(n: int, d: int, k: int) -> int:
     return 4 * (n * d + 3 * n * k + (2 * LBFGS_HISTORY + 6) * (d + 1) * k)
 
 
+def chunked_bytes(n: int, d: int, k: int) -> int:
+    """Memory of a CHUNKED fit: the float16 features held whole, one float32 chunk and the L-BFGS state."""
+    chunk = chunk_rows(d, k)
+    return 2 * n * d + 4 * (chunk * d + 3 * chunk * k + (2 * LBFGS_HISTORY + 6) * (d + 1) * k)
+
+
+def chunk_rows(d: int, k: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * (d + 3 * k)))
+
+
 def choose_solver(
     n: int, d: int, k: int, device: torch.device | str = "cpu", ram_bytes: float | None = None
 ) -> str:
-    """Full-batch L-BFGS on the features held whole when an n x d, k-class problem fits where it runs, else
-    the same L-BFGS with its objective and gradient streamed block by block from the feature files.
+    """Full-batch L-BFGS. On CUDA, over the float16 features held on the device, standardised and summed
+    chunk by chunk in float32 (`CHUNKED`: ImageNet's CAT5 is 26 GB, so an H100 and an H200 run the same
+    solver, where float32 held whole, 68 GB, would fit the second only); on the CPU, over the float32
+    features held whole. Where the rows do not fit, the same L-BFGS with its objective and gradient
+    streamed block by block from the files. All minimise one objective to one stopping rule; they differ
+    only in where the rows are read from.
 
-    Fits: on CUDA, `full_batch_bytes` within 80 % of the device's free memory; on the CPU, within the
-    RAM budget (`featstore.ram_budget`) less one streamed block. Notebook 04 calls this once per task
-    with its largest CAT's size, so that every CATn of the task is fitted by the same solver.
+    Fits: on CUDA, within 80 % of the device's free memory; on the CPU, within the RAM budget
+    (`featstore.ram_budget`) less one streamed block. Notebook 04 calls this once per task with its
+    largest CAT's size, so that every CATn of the task is fitted by the same solver.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        room = 0.8 * torch.cuda.mem_get_info(device)[0]
-    else:
-        budget = featstore.ram_budget(ram_bytes)
-        room = budget - budget // featstore.BLOCK_SHARE
-    return FULL_BATCH if full_batch_bytes(n, d, k) <= room else STREAMED
+        return CHUNKED if chunked_bytes(n, d, k) <= 0.8 * torch.cuda.mem_get_info(device)[0] else STREAMED
+    budget = featstore.ram_budget(ram_bytes)
+    return FULL_BATCH if full_batch_bytes(n, d, k) <= budget - budget // featstore.BLOCK_SHARE else STREAMED
+
+
+def _on_device(rows: featstore.Rows, device: torch.device, block: int) -> featstore.InMemory:
+    """The float16 feature rows copied whole to `device`, block by block (float16 to float32 and back is exact)."""
+    held = torch.empty(rows.shape, dtype=torch.float16, device=device)
+    for start, b in featstore.BlockReader(rows, block):
+        held[start : start + len(b)] = b.to(device, non_blocking=False).half()
+    return featstore.InMemory(held)
 
 
 def stopping_rule(solver: str, max_iter: int = 100, tolerance_grad: float = TOLERANCE_GRAD) -> str:
@@ -230,10 +252,13 @@ def _streamed_objective(
     rows: featstore.Rows, y: torch.Tensor, w, b, wd: float, mean, std, block: int
 ) -> Callable[[], torch.Tensor]:
     """The same objective, its sum and gradient accumulated block by block as the rows are read from the
-    files (float32 blocks, the loss summed in float64): every row counts in every step, so the solution does
-    not depend on the rows' order on disk (ImageFolder's is class-sorted), on the RAM budget's block size,
-    or on the card. Each evaluation reads the training features once."""
-    reader = featstore.BlockReader(rows, block)
+    files, or from the float16 rows held on the device (`CHUNKED`; float32 blocks, the loss summed in
+    float64): every row counts in every step, so the solution does not depend on the rows' order on disk
+    (ImageFolder's is class-sorted), on the RAM budget's block size, or on the card. Each evaluation reads
+    the training features once."""
+    reader = featstore.BlockReader(
+        rows, block, device=w.device if isinstance(rows, featstore.InMemory) else "cpu"
+    )
     n = len(rows)
 
     def objective() -> torch.Tensor:
@@ -291,13 +316,15 @@ def fast_probe(
     scores, states, steps, converged, objective, grad_max = {}, {}, {}, {}, {}, {}
     with _tf32(device) as tf32:
         x = _full_matrix(train.features, mean, std, block) if solver == FULL_BATCH else None
+        rows = _on_device(train.features, device, block) if solver == CHUNKED else train.features
+        rows_block = chunk_rows(d, k) if solver == CHUNKED else block
         w = torch.zeros(d, k, device=device, requires_grad=True)
         b = torch.zeros(k, device=device, requires_grad=True)
         for wd in sorted(grid, reverse=True):  # strong to weak regularisation: warm starts move little
             if x is not None:
                 f = _resident_objective(x, ytr, w, b, wd)
             else:
-                f = _streamed_objective(train.features, ytr, w, b, wd, mean, std, block)
+                f = _streamed_objective(rows, ytr, w, b, wd, mean, std, rows_block)
             steps[wd], converged[wd], objective[wd], grad_max[wd] = _lbfgs(f, w, b, max_iter, tolerance_grad)
             scores[wd] = _accuracy(w, b, val, mean, std, block)
             states[wd] = (w.detach().clone(), b.detach().clone())
@@ -305,7 +332,7 @@ def fast_probe(
             recent = list(scores.values())[-patience:]
             if patience and len(scores) > patience and all(v < top for v in recent):
                 break  # validation accuracy has been falling as regularisation weakens
-        del x
+        del x, rows
         best = max(scores, key=lambda v: (scores[v], v))  # ties: the stronger regularisation
         test_acc = _accuracy(*states[best], test, mean, std, block)
     return ProbeResult(

@@ -32,8 +32,17 @@ DATASETS = {
 }
 VAL_FRACTION = 0.02
 # ResNet-50 inference, bf16 channels_last, batch 1024, on one H200 (the reference measurements): each
-# member runs every image once, so extraction costs images x members / this, in GPU-seconds
+# member runs every image once, so extraction costs images x members / this, in GPU-seconds. It is the
+# batch and layout `features.extract` runs on CUDA (features.EXTRACT_BATCH, channels_last; a test checks).
 INFERENCE_IMAGES_PER_S = 16_443.0
+INFERENCE_SETTING = "bf16, channels_last, batch 1024"
+# The probe's arithmetic: each objective evaluation multiplies the n x d training rows by the d x k weights
+# and back (4 n d k flops); a fit stops at the gradient tolerance, at most at the iteration cap (100, with
+# up to 125 evaluations: `probe.fast_probe`, torch's L-BFGS max_eval), and each weight decay of the grid is
+# one fit. The GPU-hours below assume every fit runs to its cap at this rate (TF32 matmuls at about 40 % of
+# an H100's 495 TFLOP/s dense): an upper bound until `make gpu-check` measures a probe on the card.
+PROBE_EVALS_PER_FIT = 125
+PROBE_FLOPS_PER_S = 200e12
 CHECKPOINTS_KEPT = 3  # richreps.checkpoints keeps the last two; pretrain writes the final state beside them
 
 
@@ -46,9 +55,12 @@ class Resources:
     gpu_hours_training: float | None  # None: no throughput stated (images_per_s_per_device 0)
     gpu_hours_extraction: float | None  # None: no inference rate known for this architecture
     images_per_s_per_device: float
+    gpu_hours_probing: float  # the real datasets' probes, every fit at its iteration cap (an upper bound)
+    devices: int  # GPUs of the run (nproc x nodes): extraction and probing use all of them
     ram_extraction: int  # bytes of feature chunks held in RAM (the interpreter and models on top)
     ram_probing: int
     full_batch_bytes: dict[str, int]  # dataset -> memory a full-batch solve of its largest CAT needs
+    chunked_bytes: dict[str, int]  # dataset -> GPU memory of its largest CAT's solve on CUDA (probe.CHUNKED)
     disk: dict[str, int]  # "members", "checkpoints", "feature cache" -> bytes
     where: dict[str, str]  # the same keys -> folder under output_dir
     notes: list[str] = field(default_factory=list)
@@ -137,6 +149,22 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
         rows["cue tasks"] = (1 + len(values.get("probe_tasks", []))) * sum(values["probe_sizes"])
     rate = float(values.get("images_per_s_per_device", 0.0))
     budget_bytes = featstore.ram_budget()
+    # the feature widths one seed set probes: CAT1..CATmax, each control, and the untrained CATmax, CAT1
+    # and controls; every width on every real dataset, once per weight decay of the grid
+    control_dims = [sized[c.recipe.last_mult][2] for c in plan_study(values).controls]
+    widths = [n * dim for n in {1, *values["cat_sizes"]}] + control_dims + [n_max * dim, dim, *control_dims]
+    grid = len(values.get("probe_grid", probe.FAST_WD))
+    probe_flops = sum(
+        values["seed_sets"]
+        * grid
+        * PROBE_EVALS_PER_FIT
+        * 4
+        * round(s["train"] * (1 - VAL_FRACTION))
+        * w
+        * s["classes"]
+        for s in probed.values()
+        for w in widths
+    )
     res = Resources(
         gpu_hours_training=images / rate / 3600 if rate > 0 else None,
         gpu_hours_extraction=(
@@ -145,10 +173,16 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
             else None
         ),
         images_per_s_per_device=rate,
+        gpu_hours_probing=probe_flops / PROBE_FLOPS_PER_S / 3600,
+        devices=int(values.get("nproc", 1)) * int(values.get("nodes", 1)),
         ram_extraction=budget_bytes // 2,
         ram_probing=budget_bytes,
         full_batch_bytes={
             n: probe.full_batch_bytes(round(s["train"] * (1 - VAL_FRACTION)), n_max * dim, s["classes"])
+            for n, s in probed.items()
+        },
+        chunked_bytes={
+            n: probe.chunked_bytes(round(s["train"] * (1 - VAL_FRACTION)), n_max * dim, s["classes"])
             for n, s in probed.items()
         },
         disk={
@@ -183,16 +217,21 @@ def format_resources(res: Resources) -> str:
         + (f" at {res.images_per_s_per_device:,.0f} images/s per GPU" if res.gpu_hours_training else ""),
         f"  GPU-hours, feature extraction: {hours(res.gpu_hours_extraction, 'a rate is known for resnet50 only')}"
         + (
-            f" at {INFERENCE_IMAGES_PER_S:,.0f} images/s per member (H200)"
+            f" at {INFERENCE_IMAGES_PER_S:,.0f} images/s per member (H200; {INFERENCE_SETTING}, as features.extract "
+            f"runs on CUDA), about {res.gpu_hours_extraction / res.devices:,.1f} h on the run's {res.devices} GPU(s)"
             if res.gpu_hours_extraction
             else ""
         ),
+        f"  GPU-hours, probing the real datasets: at most {res.gpu_hours_probing:,.1f} (every fit at its "
+        f"{PROBE_EVALS_PER_FIT} evaluations, {PROBE_FLOPS_PER_S / 1e12:,.0f} TFLOP/s assumed), at most "
+        f"{res.gpu_hours_probing / res.devices:,.1f} h on the run's {res.devices} GPU(s), one fit per GPU",
         f"  peak RAM, extraction: {_gb(res.ram_extraction)} of feature chunks; probing: {_gb(res.ram_probing)} "
         "of feature blocks (RICHREPS_RAM_GB), each plus the interpreter, torch and the models",
     ]
-    for name, b in res.full_batch_bytes.items():
+    for name, b in res.chunked_bytes.items():
         lines.append(
-            f"  full-batch L-BFGS on {name}'s largest CAT needs {_gb(b)} (GPU memory), else L-BFGS streamed from the files"
+            f"  probe of {name}'s largest CAT on a GPU: {_gb(b)} of GPU memory (float16 rows held, L-BFGS in float32 "
+            f"chunks), else streamed from the files; on the CPU {_gb(res.full_batch_bytes[name])} of RAM held whole"
         )
     for key, b in res.disk.items():
         lines.append(f"  disk, {key}: {_gb(b)} in {res.where[key]}")

@@ -205,6 +205,14 @@ def save_live_checkpoint(out: str | Path | None = None, seed: int | None = None)
     step = completed_steps(t)
     if step == 0:
         return None
+    bad = getattr(t, "first_bad", None)
+    if bad is not None and int(bad):  # a non-finite step since the last check: its weights are not saved
+        print(
+            f"[preempt] step {int(bad)} had a non-finite loss: no checkpoint saved",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
     model, stream, rng = t.raw, t.stream, rng_states(t.device)
     if t.in_step and t.at_start is not None:
         state = t.raw.state_dict()

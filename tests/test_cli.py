@@ -31,6 +31,7 @@ MODULES = [
     "bench.data_throughput",
     "bench.pretrain_throughput",
     "bench.probe_speed",
+    "bench.prefetch_overlap",
     "bench.gpu_check",
 ]
 
@@ -140,6 +141,8 @@ def test_benchmarks_run_at_tiny_size(tmp_path):
         f"--workdir {tmp_path / 'p'}"
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    out = sh("python -m bench.prefetch_overlap --data-ms 2 --step-ms 3 --steps 5")
+    assert out.returncode == 0 and "made ahead" in out.stdout, out.stderr[-2000:]
     out = sh("python -m bench.probe_speed --sizes 200 100 200 --reference-epochs 1", cwd=tmp_path)
     assert out.returncode == 0 and "speed-up vs scikit-learn" in out.stdout, out.stderr[-2000:]
 

@@ -726,7 +726,9 @@ def test_a_passed_image_check_is_not_repeated_at_a_restart_until_the_files_chang
     out = tmp_path / "run"
     decoded = []
     real = folders.first_unreadable
-    monkeypatch.setattr(folders, "first_unreadable", lambda s, desc="": decoded.append(len(s)) or real(s))
+    monkeypatch.setattr(
+        folders, "first_unreadable", lambda s, desc="", **kw: decoded.append(len(s)) or real(s, **kw)
+    )
     checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)
     checkpoints.check_images(recipe, 0, 1, torch.device("cpu"), out)  # a restart: the record stands
     assert decoded == [18] and (out / "metrics" / "image_check.json").is_file()

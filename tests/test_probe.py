@@ -383,6 +383,34 @@ def test_a_probe_at_imagenets_shape_gives_the_same_fit_whatever_the_ram_budget_a
             assert abs(r.test_acc - ref.test_acc) <= 0.002, (ram, r.test_acc, ref.test_acc)
 
 
+def test_the_chunked_float16_solver_reaches_the_full_batch_optimum(monkeypatch):
+    """Issue 27: what a GPU runs when the float32 matrix does not fit but the float16 rows do (ImageNet's
+    CAT5 on an H100): the same objective, summed chunk by chunk from the float16 rows held on the device.
+    Run here on the CPU in chunks of 100 rows, class-sorted, against the matrix held whole."""
+    monkeypatch.setattr(probe, "CHUNK_BYTES", 4 * 100 * (4096 + 3 * 1000))  # 100 rows per chunk
+    train, val, test = imagenet_shaped(1000, 1), imagenet_shaped(1000, 2), imagenet_shaped(1000, 3)
+    wd = 0.01
+    ref = probe.fast_probe(train, val, test, grid=[wd], solver=probe.FULL_BATCH)
+    r = probe.fast_probe(train, val, test, grid=[wd], solver=probe.CHUNKED)
+    assert r.solver == probe.CHUNKED and r.converged[wd] and r.grad_max[wd] <= probe.TOLERANCE_GRAD
+    assert r.stopping.split(":", 1)[1] == ref.stopping.split(":", 1)[1]
+    assert r.objective[wd] == pytest.approx(ref.objective[wd], rel=1e-6)
+    assert abs(r.test_acc - ref.test_acc) <= 0.002
+
+
+def test_an_h100_and_an_h200_fit_imagenets_cat5_with_the_same_solver(monkeypatch):
+    """ImageNet's CAT5 (1.28M x 10,240, 1,000 classes): float32 held whole (68 GB) would fit an H200's
+    free memory and not an H100's; its float16 rows (26 GB) fit both, so both run the chunked solver."""
+    n, d, k = round(1_281_167 * 0.98), 10_240, 1000
+    assert probe.full_batch_bytes(n, d, k) > 0.8 * 78e9 > probe.chunked_bytes(n, d, k)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (78e9, 80e9))  # an H100
+    assert probe.choose_solver(n, d, k, "cuda") == probe.CHUNKED
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (139e9, 141e9))  # an H200
+    assert probe.choose_solver(n, d, k, "cuda") == probe.CHUNKED
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (20e9, 24e9))
+    assert probe.choose_solver(n, d, k, "cuda") == probe.STREAMED
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback is what is tested")
 def test_probing_without_a_gpu_is_said_under_auto_and_refused_under_cuda(capsys):
     assert probe.default_device("auto").type == "cpu"

@@ -28,11 +28,25 @@ def test_the_plan_of_params_paper_equals_the_hand_computed_one(tmp_path):
     images = 1_281_167 + 50_000 + 437_513 + 24_426 + 2 * 60_000
     assert res.disk["feature cache"] == images * 17 * (2048 * 2 + 8) == 133_473_579_408
     assert res.gpu_hours_extraction == pytest.approx(images * 17 / 16_443 / 3600)
+    # probing: 1 seed set x 8 weight decays x 125 evaluations x 4 n d k, n the probe's training split;
+    # widths: CAT1, CAT2, CAT4, CAT5 (1 + 2 + 4 + 5 members), untrained CAT5 and CAT1: 18 x 2,048
+    nk = sum(round(s["train"] * 0.98) * s["classes"] for s in resources.DATASETS.values())
+    assert res.gpu_hours_probing == pytest.approx(8 * 125 * 4 * nk * 18 * 2048 / 200e12 / 3600)
+    assert res.devices == 8
     assert res.ram_probing == featstore.ram_budget() and res.ram_extraction == res.ram_probing // 2
     # ImageNet's CAT5 for a full-batch solve: 1,255,544 train images x 10,240 float32 + logits for 1,000 classes
     assert res.full_batch_bytes["imagenet"] > 1_255_544 * 10_240 * 4
     text = resources.format_resources(res)
     assert "disk, feature cache: 133.5 GB" in text and f"{tmp_path}/feature_cache" in text
+    assert "GPU-hours, probing the real datasets: at most" in text and "on the run's 8 GPU(s)" in text
+
+
+def test_the_extraction_rate_is_stated_for_the_batch_and_layout_extraction_runs_at():
+    from richreps import features
+
+    assert features.extract_batch("cuda") == features.EXTRACT_BATCH == 1024
+    assert f"batch {features.EXTRACT_BATCH}" in resources.INFERENCE_SETTING
+    assert "channels_last" in resources.INFERENCE_SETTING and features.extract_batch("cpu") is None
 
 
 def test_the_plan_counts_wide1_the_ablation_and_the_maps_pools_each_with_its_own_member_size(tmp_path):

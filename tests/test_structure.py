@@ -14,10 +14,10 @@ PACKAGE = ROOT / "richreps"
 LAYERS = [
     # 0 foundations: no import of another layer
     {"targets", "bounds", "io", "lifeline", "featstore", "models", "counterexample", "evidence",
-     "evidence.claims", "publish"},
+     "evidence.claims", "publish", "devices"},
     # 1 data and the recipe
     {"data", "data.__main__", "data.cues", "data.folders", "data.ood", "data.pipeline", "data.sampler",
-     "data.streams", "data.transforms", "config", "members", "checkpoints", "runtime", "completion"},
+     "data.streams", "data.transforms", "data.prefetch", "config", "members", "checkpoints", "runtime", "completion"},
     # 2 the plan: the TIME-CONCAT plan, the controls, the study, its plan file, the params that build it
     {"budget", "controls", "study", "planfile", "params"},
     # 3 the tables: torch-free readers of notebook 04's outputs (report.md anywhere)

@@ -42,6 +42,7 @@ __all__ = [
     "ImageIndex",
     "build_dataset",
     "index_dataset",
+    "shared_index",
     "stratified_split",
     "probe_transform",
     "pretrain_transform",
@@ -56,6 +57,26 @@ def index_dataset(name: str, root: str | Path) -> ImageIndex:
     if name == "inat18":
         return inat18_index(root)
     raise ValueError(f"dataset {name!r} has no file index; folder datasets are imagenet and inat18")
+
+
+def shared_index(name: str, root: str | Path, rank: int = 0, world: int = 1) -> ImageIndex:
+    """The file index of a start, listed once by rank 0 and broadcast to the other ranks, so that N
+    processes do not each list (and stat) 1.28M files. A listing error on rank 0 is raised on every rank."""
+    import torch.distributed as dist
+
+    index: ImageIndex | DatasetError | None = None
+    if rank == 0:
+        try:
+            index = index_dataset(name, root)
+        except DatasetError as e:
+            index = e
+    if world > 1:
+        box = [index]
+        dist.broadcast_object_list(box, src=0)
+        index = box[0]
+    if isinstance(index, DatasetError):
+        raise DatasetError(str(index))
+    return index
 
 
 def build_dataset(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,18 @@ def _class_dirs(split_dir: Path, root: Path, layout: str) -> list[Path]:
     return found
 
 
+def _image_files(folder: Path) -> list[str]:
+    """The image files of one class folder, sorted, without a stat per file: `os.scandir` reads each
+    entry's type from the directory listing itself (one `getdents` per folder, also on Lustre and NFS);
+    only a link or a filesystem that does not say costs a stat."""
+    with os.scandir(folder) as entries:
+        return sorted(
+            os.path.join(folder, e.name)
+            for e in entries
+            if os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.is_file()
+        )
+
+
 def _image_folder(
     split_dir: Path, classes: list[str] | None, layout: str, root: Path
 ) -> tuple[list[str], list[tuple[str, int]]]:
@@ -86,12 +99,7 @@ def _image_folder(
     unknown = [c for c in found if c not in lookup]
     if unknown:
         raise DatasetError(f"{split_dir / unknown[0]}: class folder not present in train/; expected {layout}")
-    samples = [
-        (str(p), lookup[c])
-        for c in found
-        for p in sorted((split_dir / c).iterdir())
-        if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-    ]
+    samples = [(path, lookup[c]) for c in found for path in _image_files(split_dir / c)]
     if not samples:
         raise DatasetError(f"{split_dir}: no images (*.JPEG, *.jpg, *.png); expected {layout}")
     empty = sorted(set(found) - {classes[y] for _, y in samples})
@@ -318,16 +326,41 @@ def scan_images(
     return good, bad
 
 
-def first_unreadable(samples: list[tuple[str, int]], desc: str = "checking images") -> str | None:
-    """The first file of `samples` that does not decode as training decodes it, as 'path (ErrorType)',
-    or None. `richreps.pretrain` runs it over each rank's share of the training images before step 1
-    under corrupt_policy `error`, so an unreadable file stops the run before any training, not mid-epoch."""
-    for path, _ in tqdm(samples, desc=desc, unit="img", leave=False, mininterval=1.0):
+class _Unreadable(torch.utils.data.Dataset):
+    """'path (ErrorType)' where a file does not decode as training decodes it, else ''."""
+
+    def __init__(self, samples: list[tuple[str, int]]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> str:
+        path = self.samples[i][0]
         try:
             with Image.open(path) as im:
                 im.convert("RGB")  # exactly what `load_rgb` does
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
             return f"{path} ({type(e).__name__})"
+        return ""
+
+
+def first_unreadable(
+    samples: list[tuple[str, int]], desc: str = "checking images", workers: int = 0
+) -> str | None:
+    """The first file of `samples` that does not decode as training decodes it, as 'path (ErrorType)',
+    or None. `richreps.pretrain` runs it over each rank's share of the training images before step 1
+    under corrupt_policy `error`, so an unreadable file stops the run before any training, not mid-epoch;
+    `workers` processes decode in parallel (the loader's own count), in order, 64 files at a time."""
+    loader = torch.utils.data.DataLoader(
+        _Unreadable(samples), batch_size=64, num_workers=workers, collate_fn=list
+    )
+    with tqdm(total=len(samples), desc=desc, unit="img", leave=False, mininterval=1.0) as bar:
+        for chunk in loader:
+            bad = next((b for b in chunk if b), None)
+            if bad:
+                return bad
+            bar.update(len(chunk))
     return None
 
 

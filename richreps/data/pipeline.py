@@ -241,7 +241,7 @@ class BatchAugment:
             out[i] = F.interpolate(
                 crop, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
             )[0]
-        flip = torch.rand(len(images), generator=self.g) < 0.5
-        out[flip.to(self.device)] = out[flip.to(self.device)].flip(-1)
+        flip = (torch.rand(len(images), generator=self.g) < 0.5).to(self.device, non_blocking=True)
+        out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)  # a mask index would sync the host
         out = out.div_(255.0).sub_(self.mean).div_(self.std)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out

@@ -288,13 +288,15 @@ def make_data(
     micro: int,
     workers: int | None = None,
     decode: str = "cpu",
+    index=None,
 ):
     """(train stream, calibration batches, validation batches, number of classes).
 
     `decode` chooses how ImageNet JPEGs become training batches: `cpu` (PIL in loader workers)
     or `gpu` (bytes from the workers, batched decode and augmentation on `device`). `workers` (default:
     `default_workers()`, from the cores this process can use) decode for the training stream, and for
-    BN calibration and evaluation too."""
+    BN calibration and evaluation too. `index`: ImageNet's listing when the start already has it
+    (`data.shared_index`)."""
     calib_seed = seed + 7919
     if recipe.data == "cues":
         from richreps.data import cues, ood
@@ -321,7 +323,9 @@ def make_data(
     from richreps.data.pipeline import default_workers
 
     workers = default_workers() if workers is None else workers
-    index = index_dataset("imagenet", recipe.data_root)  # listed once for both splits
+    index = (
+        index if index is not None else index_dataset("imagenet", recipe.data_root)
+    )  # one listing, both splits
     common = dict(
         val_fraction=recipe.val_fraction,
         seed=0,
