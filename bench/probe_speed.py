@@ -23,7 +23,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from richreps import experiment, features, members, planfile, probe
+from richreps import features, members, planfile, probe, untrained
 from richreps.config import Recipe
 from richreps.data import cues
 
@@ -42,7 +42,7 @@ def default_members(work: Path) -> list[Path]:
     except (FileNotFoundError, ValueError, members.CheckpointError):
         print("members: five untrained small CNNs (no current smoke run found)")
         recipe = Recipe(width=16)
-        return [experiment.save_untrained(work / f"untrained{i}.pt", recipe, i) for i in range(5)]
+        return [untrained.save_untrained(work / f"untrained{i}.pt", recipe, i) for i in range(5)]
 
 
 def sklearn_probe(tr, va, te, warm_start: bool, max_iter: int, patience: int) -> tuple[float, float, float]:

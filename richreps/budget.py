@@ -16,6 +16,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
+from richreps import earlystop
 from richreps.targets import SEED_MAX
 
 MODES = ("shared-prefix", "independent")
@@ -218,7 +219,8 @@ def plans_from_params(values: dict) -> list[Plan]:
         values["seed_sets"],
         values["warmup_steps"],
         values.get("sweep_budgets", []),
-        values.get("trajectory_steps", []),
+        # CAT1's run also exports every eighth when the early-stopped controls pick from it (CAT1-ES)
+        sorted(set(values.get("trajectory_steps", [])) | set(earlystop.exports_for("CAT1", values))),
     )
 
 

@@ -6,7 +6,7 @@
 setting on 2 CPU cores, and its default `--out`)
 
 A task can tell representations apart only between its floor and its ceiling. The floor is what
-untrained members decode: untrained CAT1 and CAT5 controls written by `experiment.save_untrained`,
+untrained members decode: untrained CAT1 and CAT5 controls written by `untrained.save_untrained`,
 features by `features.cue_features`, the fast probe, exactly as notebook 04 measures them. The
 ceiling is a small CNN trained directly on the task with the pretraining recipe's schedule-free
 AdamW on ample data (a fresh sample every step, so it cannot overfit), BatchNorm recomputed at the
@@ -42,13 +42,14 @@ import torch
 import torch.nn as nn
 from schedulefree import AdamWScheduleFree
 
-from richreps import config, controls, direct, experiment, features, verdicts
+from richreps import config, direct, experiment, features, untrained, verdicts
 from richreps.aggregate import DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.data import cues
 from richreps.io import append_rows, parse_assignments
 from richreps.models import build_model, recalibrate_bn
 from richreps.probe import fast_probe
+from richreps.study import plan_study
 
 RECORD = Path(__file__).parent / "data" / "calibration.csv"
 TASKS = ("shape", "color", "texture", "position", "shape_parity", "position_row")
@@ -68,7 +69,7 @@ def floors(
     """(untrained CAT1, untrained CATn_max) test accuracy per task, as notebook 04 probes them."""
     recipe = Recipe(width=16)
     files = [
-        experiment.save_untrained(work / f"untrained{i}.pt", recipe, experiment.UNTRAINED_SEED + i)
+        untrained.save_untrained(work / f"untrained{i}.pt", recipe, 1000 + i)  # a renderer's floor: any seeds
         for i in range(n_max)
     ]
     with _preset(render) as name:
@@ -140,17 +141,16 @@ def study(params_file: str | Path, outputs: str | Path = "outputs") -> pd.DataFr
     if v["pretrain_data"] != "cues" or not v["cue_probes"]:
         raise ValueError(f"{params_file}: a study calibration needs pretrain_data 'cues' and cue_probes true")
     out_dir = Path(outputs) / Path(params_file).stem
-    recipe, n_max, device = config.recipe_from_params(v), max(v["cat_sizes"]), default_device()
-    sets = list(range(v["seed_sets"]))
-    reps = experiment.untrained_controls(recipe, n_max, sets, out_dir / "untrained")
-    for c in controls.planned(v):  # each control's untrained twin: its floor
-        changed = c.recipe(recipe, n_max)
-        if changed is not None:
-            twin = {
-                k: experiment.untrained_control(c.name, changed, k, out_dir / "untrained", c.seed_offset)
-                for k in sets
-            }
-            reps = {k: [*rs, twin[k]] for k, rs in reps.items()}
+    recipe, device = config.recipe_from_params(v), default_device()
+    planned = plan_study(v, recipe)  # the networks the study's runs start from: the floors
+    sets = list(range(len(planned.plans)))
+    reps = untrained.untrained_controls(recipe, [p.cats for p in planned.plans], out_dir / "untrained")
+    for c in planned.controls:  # each control's untrained twin: its floor
+        for k in sets:
+            twin = untrained.untrained_control(
+                c.name, c.recipe, c.plans[k].cats[1][0][0], out_dir / "untrained"
+            )
+            reps[k] = [*reps[k], twin]
     sizes = dict(zip(("train", "val", "test"), v["probe_sizes"]))
     tasks, cache = v["probe_tasks"], out_dir / "feature_cache"
     print(

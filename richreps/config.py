@@ -95,7 +95,14 @@ def last_mult_error(arch, last_mult) -> str | None:
 # Fields added after members were first recorded, with the value that every earlier record meant: a
 # record without one reads as that value, and at that value the field stays out of the run folder's
 # hash, so runs trained before it was added (hours of ResNet-50 at the paper's scale) stay current.
-LATER_FIELDS = {"last_mult": 1}
+LATER_FIELDS = {"last_mult": 1, "tower_offsets": [], "pool_per_seed_set": False}
+
+
+def _flag_bool(text: str) -> bool:
+    """A bool flag's value as `Recipe.flags` writes it (True / False)."""
+    if text not in ("True", "False", "true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return text in ("True", "true", "1")
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,10 @@ class Recipe:
     )
     val_size: int = _f(2000, "cues: images in the validation set", low=1, **IMAGES_RULE)
     data_seed: int = _f(0, "cues: the dataset (shared by all seeds)", low=0, high=SEED_MAX)
+    pool_per_seed_set: bool = _f(
+        False,
+        "cues: each seed set (seed // 100) draws its own pretraining pool from data_seed (data.cues.pool_seed)",
+    )
     val_fraction: float = _f(0.01, "imagenet: held-out share of train", above=0, below=1)
     image_size: int = _f(224, "imagenet: training crop size", low=1, **PIXELS_RULE)
     corrupt_policy: str = _f(
@@ -132,6 +143,10 @@ class Recipe:
     arch: str = _f("small_cnn", "member architecture", choices=ARCHS)
     width: int = _f(32, "small_cnn width", low=1, below=WIDTH_MAX, why=WIDTH_WHY)
     last_mult: int = _f(1, "small_cnn: last stage widened this many times (WIDE1)", low=1)
+    tower_offsets: tuple[int, ...] = _f(
+        (),
+        "JOINTn: tower i starts as a run of seed (this seed + offset i) starts (models.Joint); none: one network",
+    )
     global_batch: int = _f(1024, "images per optimizer step, over all processes", low=1, **BATCH_RULE)
     micro_batch: int = _f(
         0, "per-process images per forward (0: no gradient accumulation)", low=0, **BATCH_RULE
@@ -160,6 +175,10 @@ class Recipe:
                 kw["choices"] = f.metadata["choices"]
             if f.name in ("cue_weights", "cue_redundant"):
                 kw.update(type=float, nargs=4)
+            elif f.name == "tower_offsets":
+                kw.update(type=int, nargs="*")
+            elif isinstance(f.default, bool):
+                kw["type"] = _flag_bool
             else:
                 kw["type"] = type(f.default)
             group.add_argument("--" + f.name.replace("_", "-"), **kw)
@@ -197,6 +216,12 @@ class Recipe:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, tuple(float(x) for x in v))
+        object.__setattr__(self, "tower_offsets", tuple(int(x) for x in self.tower_offsets))
+        if self.tower_offsets and (self.last_mult != 1 or len(self.tower_offsets) < 2):
+            raise ValueError(
+                f"--tower-offsets {list(self.tower_offsets)}: a JOINTn has at least 2 towers of width --width "
+                f"(--last-mult {self.last_mult} must be 1)"
+            )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -206,7 +231,7 @@ class Recipe:
         """This recipe as `python -m richreps.pretrain` flags (every field, so nothing falls back)."""
         out: list[str] = []
         for k, v in self.to_dict().items():
-            if v is None or v == "":
+            if v is None or v == "" or v == []:
                 continue
             out += ["--" + k.replace("_", "-"), *(map(str, v) if isinstance(v, list) else [str(v)])]
         return out
@@ -252,6 +277,7 @@ RECIPE_PARAMS = {
     "image_size": "image_size",
     "cue_weights": "cue_weights",
     "train_size": "train_size",
+    "pool_per_seed_set": "pool_per_seed_set",
     "val_size": "val_size",
     "global_batch": "global_batch",
     "lr": "lr",

@@ -1,13 +1,15 @@
 """The study's controls: single networks that TIME-CONCAT is compared with, each declared in one place.
 
     for c in controls.planned(values):                    # the controls notebook 03's parameters ask for
-        recipe = c.recipe(members_recipe, n_max)           # how it is trained (None: not for this arch)
+        recipe = c.recipe(members_recipe, main_plans)      # how it is trained (None: not for this arch)
         plans = c.plans(main_plans, values)                # one run per seed set, exported at the sweep too
 
 A control is one `Control` in `REGISTRY`: its name in the tables (its untrained twin is "untrained NAME",
-the floor), the notebook 03 parameter that switches it on, how its recipe differs from the members', the
-steps it trains, and its seed (the seed set's first seed + `seed_offset`, checked against every seed of
-the study so that no initialisation or data order is shared). Planning (`richreps.study`), training
+the network its run starts from), the notebook 03 parameter that switches it on, how its recipe differs
+from the members' (`change`: WIDE1 widens the last stage, JOINTn puts CATmax's towers in one network),
+the steps it trains at each budget (`steps`: CAT1's for WIDE1, a CATmax member's for JOINTn, whose n
+towers then cost CATmax's FLOPs), and its seed (the seed set's first seed + `seed_offset`, checked
+against every seed of the study so that no data order is shared). Planning (`richreps.study`), training
 (`richreps.launch`), the plan file (`richreps.planfile`), probing (`richreps.experiment`) and the
 contrasts (`richreps.verdicts`) read controls from here, so adding one is one `register` call.
 
@@ -27,49 +29,68 @@ if TYPE_CHECKING:
     from richreps.config import Recipe
 
 
+def cat1_steps(plan: Plan, budget: int | None) -> int:
+    """CAT1's steps at `budget` (None: the main budget): WIDE1's."""
+    return plan.cats[1][0][1] if budget is None else plan.sweep[budget][1][0][1]
+
+
+def catmax_member_steps(plan: Plan, budget: int | None) -> int:
+    """The steps of one CATmax member at `budget` (None: the main budget): JOINTn's, so that its n towers
+    cost what CATmax's n members cost."""
+    cats = plan.cats if budget is None else plan.sweep[budget]
+    return cats[max(cats)][0][1]
+
+
 @dataclass(frozen=True)
 class Control:
     name: str  # the method in every table; its untrained twin is f"untrained {name}"
     switch: str  # notebook 03's parameter that asks for it (a bool)
     seed_offset: int  # seed set k's run uses that set's first seed + this
-    change: Callable[[Recipe, int], Recipe | None]  # (members' recipe, CATmax's n) -> its recipe, or None
-    steps_key: str = "baseline_steps"  # the parameter holding its training steps
+    change: Callable[
+        [Recipe, list[Plan], int], Recipe | None
+    ]  # (members' recipe, plans, offset) -> its recipe
+    steps: Callable[[Plan, int | None], int] = cat1_steps  # its steps at a budget (None: the main one)
     why: str = ""
 
-    def recipe(self, members: Recipe, n_max: int) -> Recipe | None:
+    def label(self, n_max: int) -> str:
+        """Its name in the tables: "JOINT{n}" reads JOINT5 beside CAT5."""
+        return self.name.format(n=n_max)
+
+    def recipe(self, members: Recipe, plans: list[Plan]) -> Recipe | None:
         """Its recipe, or None where the members' architecture has no such control."""
-        return self.change(members, n_max)
+        return self.change(members, plans, self.seed_offset)
 
     def plans(self, plans: list[Plan], values: Mapping, used: set[int] = frozenset()) -> list[Plan]:
         """One run per seed set of `plans`: `values[steps_key]` steps, exported at each of the plan's sweep
         budgets as well (CATmax - control by budget). Its seed must be free of every seed the study uses
         (`used`: other controls' seeds; the plans' own are added here)."""
         n_max = max(plans[0].cats)
+        name = self.label(n_max)
         if not n_max <= self.seed_offset < 100:  # seed set k's seeds are its own + 100 k; untrained CATmax's
             raise ValueError(  # twins take offsets 0 .. n_max - 1 (richreps.experiment.UNTRAINED_SEED)
-                f"{self.name}: seed offset {self.seed_offset} must lie in [{n_max}, 100) so that neither it nor "
+                f"{name}: seed offset {self.seed_offset} must lie in [{n_max}, 100) so that neither it nor "
                 "its untrained twin shares a seed with a member or another seed set"
             )
-        steps_main = values[self.steps_key]
         taken = {r.seed for p in plans for r in p.runs} | set(used)
         seeds = [p.cats[1][0][0] + self.seed_offset for p in plans]
         for k, s in enumerate(seeds):
             if s in taken or seeds.count(s) > 1:
                 raise ValueError(
-                    f"seeds: {self.name} of seed set {k} would use seed {s} (its first seed + "
+                    f"seeds: {name} of seed set {k} would use seed {s} (its first seed + "
                     f"{self.seed_offset}), which another run uses; choose seeds that leave first seed + "
                     f"{self.seed_offset} free"
                 )
             if not 0 <= s <= SEED_MAX:
-                raise ValueError(
-                    f"seeds: {self.name} seed {s} is outside [0, {SEED_MAX}] (pretrain's --seed)"
-                )
+                raise ValueError(f"seeds: {name} seed {s} is outside [0, {SEED_MAX}] (pretrain's --seed)")
         out = []
         for s, p in zip(seeds, plans):
-            steps = sorted({steps_main, *p.sweep})
-            used_by = {t: self.name if t == steps_main else f"sweep {t}: {self.name}" for t in steps}
-            sweep = {b: {1: [(s, b)]} for b in p.sweep}
-            out.append(Plan({1: [(s, steps_main)]}, [Run(s, steps[-1], steps, used_by)], p.mode, sweep))
+            main = self.steps(p, None)
+            at = {b: self.steps(p, b) for b in p.sweep}  # its steps at each sweep budget
+            steps = sorted({main, *at.values(), *extra_exports(name, values)})
+            used_by = {t: name if t == main else f"{name} export" for t in steps}
+            used_by |= {t: f"sweep {b}: {name}" for b, t in at.items() if t != main}
+            sweep = {b: {1: [(s, t)]} for b, t in at.items()}
+            out.append(Plan({1: [(s, main)]}, [Run(s, steps[-1], steps, used_by)], p.mode, sweep))
         return out
 
 
@@ -93,8 +114,31 @@ def planned(values: Mapping) -> list[Control]:
     return [c for c in REGISTRY.values() if values.get(c.switch)]
 
 
-def _widened(recipe: Recipe, n_max: int) -> Recipe | None:
-    return recipe.replace(last_mult=n_max) if recipe.arch == "small_cnn" else None
+def extra_exports(name: str, values: Mapping) -> list[int]:
+    """Exports a control's run makes beyond its own steps: every eighth of the run for a run that an
+    early-stopped control selects from (richreps.earlystop)."""
+    from richreps import earlystop
+
+    return earlystop.exports_for(name, values)
+
+
+def _widened(recipe: Recipe, plans: list[Plan], offset: int) -> Recipe | None:
+    return recipe.replace(last_mult=max(plans[0].cats)) if recipe.arch == "small_cnn" else None
+
+
+def _joint(recipe: Recipe, plans: list[Plan], offset: int) -> Recipe | None:
+    """CATmax's n members as the towers of one network, tower i starting from member i's initial weights:
+    the run of seed (first seed + offset) initialises tower i with member i's seed, first seed + d_i, so
+    tower_offsets[i] = d_i - offset, the same in every seed set (they shift their seeds alike)."""
+    offsets = set()
+    for p in plans:
+        first = p.cats[1][0][0]
+        offsets.add(tuple(seed - first - offset for seed, _ in p.cats[max(p.cats)]))
+    if len(offsets) != 1:
+        raise ValueError(
+            "seeds: JOINTn needs every seed set's CATmax seeds at the same distances from its first seed"
+        )
+    return recipe.replace(tower_offsets=offsets.pop())
 
 
 WIDE1 = register(
@@ -105,6 +149,18 @@ WIDE1 = register(
         _widened,
         why="one network of CATmax's feature dimension (small_cnn's last stage x CATmax), CAT1's steps: "
         "the paper's Table 2 baseline, and the primary contrast of results/PLAN.md",
+    )
+)
+JOINT = register(
+    Control(
+        "JOINT{n}",
+        "joint_control",
+        60,
+        _joint,
+        catmax_member_steps,
+        why="CATmax's architecture trained as one network: its n towers (from the members' initial weights) "
+        "feed one classifier, for one CATmax member's steps, so CATmax's training FLOPs: CATmax - JOINTn is "
+        "what independent, shorter runs add beyond architecture, dimension and compute",
     )
 )
 PRIMARY = WIDE1.name  # the plan's primary contrast is CATmax - PRIMARY where it was trained

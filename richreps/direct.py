@@ -9,6 +9,7 @@ target task: the same loop, optimizer and export at the evaluation point as pret
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -109,7 +110,11 @@ def direct_training(
                 ]
                 pretrain.train(pretrain.parse_args(flags))
             val, test = (  # seed set k's own validation and test splits, as its probes use
-                list(features.cue_batches(task, sizes[s], s, k, render=recipe.cue_render)())
+                list(
+                    features.cue_batches(
+                        task, sizes[s], s, k, render=recipe.cue_render, ood_render=recipe.pool_per_seed_set
+                    )()
+                )
                 for s in ("val", "test")
             )
             scored = []
@@ -136,8 +141,10 @@ def direct_training(
                     "test_acc": pretrain.evaluate(model, test, torch.device(device), amp=False)["val_acc"],
                     "val_acc": val_acc,
                     "step": step,
-                    # past its plateau: the best validation export is not the last one (verdicts' keep rule)
+                    # past its plateau: the best validation export is not the last one (results/PLAN.md v1)
                     "plateaued": step != exports[-1],
+                    # every export's validation accuracy: revision 2 judges the plateau on the seed mean
+                    "val curve": json.dumps({str(s): a for a, s, _ in scored}),
                 }
             )
     return rows

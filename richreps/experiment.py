@@ -2,8 +2,9 @@
 
     plan = planfile.read(output_dir / "pretrain")                          # what notebook 03 trained
     reps = representations(plan.cats, plan.run_dir, plan.recipe)            # refuses stale members
-    reps = add_untrained_controls(reps, plan.recipe, output_dir / "untrained")
-    reps = add_controls(reps, plan.controls, output_dir / "untrained")      # WIDE1, ... and their twins
+    reps = untrained.add_untrained_controls(reps, plan.recipe, plan.cats, output_dir / "untrained")
+    reps = add_controls(reps, plan.controls, output_dir / "untrained")      # WIDE1, JOINT5 and their twins
+    reps = add_early_stopped(reps, plan, output_dir / "untrained")          # CAT1-ES, WIDE1-ES, SINGLE-ES
     rows = probe_cues(reps, recipe, tasks, sizes, grid, shots, cache)
 
 Every member comes from `richreps.members` with its recorded recipe; the mixture's weights are the
@@ -13,38 +14,21 @@ untrained twin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from richreps import features, members
+from richreps import features, members, untrained
 from richreps.config import Recipe
 from richreps.devices import node_devices, ordered_map
 from richreps.members import member_path
 from richreps.probe import choose_solver, fast_probe
+from richreps.study import Representation  # noqa: F401 (re-exported: notebooks and tests build them)
 from richreps.targets import IID
 
 if TYPE_CHECKING:
-    from richreps.planfile import ControlRecord
-
-UNTRAINED_SEED = 1000  # untrained control i of seed set k uses seed 1000 + 100 k + i
-
-
-@dataclass(frozen=True)
-class Representation:
-    """One row of Table 3's shape: a method and the member files it concatenates."""
-
-    method: str
-    n: int
-    steps_per_member: int
-    files: tuple[str, ...]
-
-    @property
-    def compute_steps(self) -> int:
-        """Training steps this representation cost: n members x steps each (the paper's compute axis)."""
-        return self.n * self.steps_per_member
+    from richreps.planfile import ControlRecord, PlanRecord
 
 
 def representations(
@@ -80,67 +64,6 @@ def bayes_ceilings(recipe: Recipe) -> dict[str, float]:
     return {IID: cues.bayes_accuracy(recipe.cue_weights)}
 
 
-def calibration_images(recipe: Recipe) -> list[torch.Tensor]:
-    """Pretraining images for an untrained control's BN statistics (cues); none for ImageNet,
-    whose untrained members keep their initial statistics."""
-    if recipe.data != "cues":
-        return []
-    from richreps.data import cues
-
-    return [
-        cues.sample_pretrain(256, recipe.cue_weights, seed=10_000 + i, difficulty=recipe.cue_render).images
-        for i in range(4)
-    ]
-
-
-def save_untrained(path: str | Path, recipe: Recipe, seed: int) -> Path:
-    """An untrained member (the 'random features' control), rewritten unless current for this recipe."""
-    from richreps.models import build_model, recalibrate_bn
-
-    path = Path(path)
-    if members.is_current(path, recipe, seed, 0):
-        return path
-    torch.manual_seed(seed)
-    model = build_model(recipe.arch, 10, recipe.width, recipe.last_mult)
-    calib = calibration_images(recipe)
-    if calib:
-        recalibrate_bn(model, calib)
-    return members.save(model.eval(), path, recipe, seed, 0)
-
-
-def untrained_controls(
-    recipe: Recipe, n_max: int, seed_sets: list[int], folder: str | Path
-) -> dict[int, list[Representation]]:
-    """Per seed set, untrained CAT1 and untrained CATn_max (seed 1000 + 100 k + i for member i): the
-    floors. `richreps.calibrate --params` probes them before any member is trained; notebook 04
-    appends them to the trained representations (`add_untrained_controls`), from the same files."""
-    out = {}
-    for k in seed_sets:
-        seeds = [UNTRAINED_SEED + 100 * k + i for i in range(n_max)]
-        files = [str(save_untrained(Path(folder) / f"seed{s}.pt", recipe, s)) for s in seeds]
-        out[k] = [
-            Representation("untrained CAT1", 1, 0, tuple(files[:1])),
-            Representation(f"untrained CAT{n_max}", n_max, 0, tuple(files)),
-        ]
-    return out
-
-
-def add_untrained_controls(
-    reps: dict[int, list[Representation]], recipe: Recipe, folder: str | Path
-) -> dict[int, list[Representation]]:
-    """Append untrained CAT1 and untrained CATmax to every seed set."""
-    controls = untrained_controls(recipe, max(r.n for r in reps[0]), list(reps), folder)
-    return {k: [*rs, *controls[k]] for k, rs in reps.items()}
-
-
-def untrained_control(name: str, recipe: Recipe, k: int, folder: str | Path, offset: int) -> Representation:
-    """Seed set k's untrained twin of control `name` (`recipe` is the control's), BN recomputed on
-    pretraining images like the other untrained controls; seed 1000 + 100 k + its seed offset."""
-    seed = UNTRAINED_SEED + 100 * k + offset
-    path = save_untrained(Path(folder) / f"seed{seed}.pt", recipe, seed)
-    return Representation(f"untrained {name}", 1, 0, (str(path),))
-
-
 def add_controls(
     reps: dict[int, list[Representation]], records: list[ControlRecord], folder: str | Path
 ) -> dict[int, list[Representation]]:
@@ -153,10 +76,38 @@ def add_controls(
                 f"the plan lists {c.name} for {len(c.members)} seed sets, the CATs for {len(reps)}"
             )
         reps = {
-            k: [*rs, control_rep(c, k), untrained_control(c.name, c.recipe, k, folder, c.seed_offset)]
+            k: [
+                *rs,
+                control_rep(c, k),
+                untrained.untrained_control(c.name, c.recipe, c.members[k][0], folder),
+            ]
             for k, rs in reps.items()
         }
     return reps
+
+
+def add_early_stopped(
+    reps: dict[int, list[Representation]], plan: PlanRecord, folder: str | Path
+) -> dict[int, list[Representation]]:
+    """Append CAT1-ES, WIDE1-ES and SINGLE-ES (`richreps.earlystop.picks`: exports chosen by pretraining
+    validation alone) and their untrained twins, the networks their runs start from."""
+    from richreps import earlystop
+
+    chosen = earlystop.picks(plan)
+    out = {}
+    for k, rs in reps.items():
+        extra = []
+        for name, (source, seed, step, _) in chosen[k].items():
+            run_dir, recipe = (plan.run_dir, plan.recipe) if source == "CAT1" else _control_run(plan, source)
+            extra.append(_rep(name, [(seed, step)], run_dir, recipe))
+            extra.append(untrained.untrained_control(name, recipe, seed, folder))
+        out[k] = [*rs, *extra]
+    return out
+
+
+def _control_run(plan: PlanRecord, name: str) -> tuple[Path, Recipe]:
+    record = plan.control(name)
+    return record.run_dir, record.recipe
 
 
 def control_rep(record: ControlRecord, k: int) -> Representation:
@@ -293,6 +244,7 @@ def set_features(
             device,
             weights=recipe.cue_weights,
             render=recipe.cue_render,
+            ood_render=recipe.pool_per_seed_set,  # each seed set's own OOD images
         )
         for k, rs in reps.items()
     }

@@ -321,20 +321,28 @@ def subsample_per_class(fs: FeatureSet, per_class: int, seed: int = 0) -> Featur
 
 
 def cue_batches(
-    task: str, size: int, split: str, seed: int, weights=None, batch: int = 500, render: str | None = None
+    task: str,
+    size: int,
+    split: str,
+    seed: int,
+    weights=None,
+    batch: int = 500,
+    render: str | None = None,
+    ood_render: bool = False,
 ):
     """A re-iterable batch source for one split of a cue task.
 
     'mixture' is the pretraining mixture with the given `weights` (the members' own, from their
     recorded recipe); the OOD targets of `richreps.data.ood` are their fixed splits; the other tasks
     are the transfer tasks of `cues.TASKS`. `render` is the renderer preset (the members' own;
-    default `cues.DEFAULT_RENDER`).
+    default `cues.DEFAULT_RENDER`). `ood_render`: the OOD targets rendered afresh for seed set `seed`
+    (`Recipe.pool_per_seed_set`), not only re-partitioned.
     """
     from richreps.data import cues, ood
 
     render = render or cues.DEFAULT_RENDER
     if ood.is_ood(task):  # a fixed real dataset: `size` and the renderer do not apply
-        x, y = ood.splits(task, seed)[split]  # the seed set's own stratified split
+        x, y = ood.splits(task, seed, seed if ood_render else 0)[split]  # the seed set's own split
         return lambda: ((x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch))
     if task == "mixture":
         if weights is None:
@@ -361,9 +369,10 @@ def cue_features(
     device: torch.device | str = "cpu",
     weights=None,
     render: str | None = None,
+    ood_render: bool = False,
 ) -> dict[str, dict[str, dict[str, FeatureSet]]]:
     """features[task][split][member file] for every member, each image run once through all members
-    (images drawn with the renderer preset `render`: the members' own)."""
+    (images drawn with the renderer preset `render`: the members' own; `ood_render`: `cue_batches`')."""
     from richreps.data.cues import DEFAULT_RENDER
     from richreps.data.ood import is_ood
 
@@ -375,13 +384,13 @@ def cue_features(
         mix = "" if task != "mixture" else ":" + ",".join(f"{float(w):g}" for w in weights or [])
         for split, n in sizes.items():
             key = (
-                f"ood/{task}/{split}/seed{seed}"
+                f"ood/{task}/{split}/seed{seed}" + ("/own-render" if ood_render else "")
                 if is_ood(task)
                 else f"cues-{render}/{task}{mix}/{split}/{n}/seed{seed}"
             )
             got = extract(
                 {keys[p]: m for p, m in models.items()},
-                cue_batches(task, n, split, seed, weights, render=render),
+                cue_batches(task, n, split, seed, weights, render=render, ood_render=ood_render),
                 key,
                 cache_dir,
                 device,

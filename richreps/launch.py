@@ -332,14 +332,15 @@ def compute_table(
     equal."""
     import torch
 
-    from richreps.models import build_model, train_flops_per_image
+    from richreps.members import model_for
+    from richreps.models import train_flops_per_image
 
     classes = 10 if recipe.data == "cues" else 1000
     image = 32 if recipe.data == "cues" else recipe.image_size  # cue images: richreps.data.cues.SIZE
 
     def per_image(r: Recipe) -> float:
         with torch.random.fork_rng():
-            return train_flops_per_image(build_model(r.arch, classes, r.width, r.last_mult), image)
+            return train_flops_per_image(model_for(r, classes, 10_000), image)  # any seed: FLOPs only
 
     n_max = max(cats)
     rows = [

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from richreps.config import Recipe
 from richreps.io import atomic_path, payload_digest
-from richreps.models import Member, build_model
+from richreps.models import Joint, Member, build_joint, build_model
 
 FORMAT = "richreps-member-2"
 OLD_FORMATS = ("richreps-member-1",)  # no recipe recorded: loadable for probing, never "current"
@@ -38,6 +38,15 @@ def member_path(run_dir: str | Path, seed: int, step: int) -> Path:
     return Path(run_dir) / "members" / f"seed{seed}_step{step}.pt"
 
 
+def model_for(recipe: Recipe, num_classes: int, seed: int) -> Member:
+    """The network a run of (`recipe`, `seed`) starts from: `build_model` after `torch.manual_seed(seed)`,
+    or for a JOINTn recipe (`tower_offsets`) tower i as a run of seed `seed + tower_offsets[i]` starts."""
+    if recipe.tower_offsets:
+        return build_joint(recipe.arch, num_classes, recipe.width, [seed + o for o in recipe.tower_offsets])
+    torch.manual_seed(seed)
+    return build_model(recipe.arch, num_classes, recipe.width, recipe.last_mult)
+
+
 def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) -> Path:
     """Write a member atomically with the recipe, seed and step that produced it."""
     path = Path(path)
@@ -49,6 +58,7 @@ def save(model: Member, path: str | Path, recipe: Recipe, seed: int, step: int) 
                 "arch": recipe.arch,
                 "width": recipe.width,
                 "last_mult": recipe.last_mult,
+                "towers": len(recipe.tower_offsets),  # JOINTn (models.Joint); 0: one network
                 "num_classes": model.fc.out_features,
                 "feature_dim": model.feature_dim,
                 "seed": seed,
@@ -161,9 +171,11 @@ def load(path: str | Path) -> Member:
     _check_digest(ckpt, path)
     if ckpt.get("format") in (FORMAT, *OLD_FORMATS):
         # files written before WIDE1 record no last_mult: their last stage is not widened
-        member = build_model(
-            ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32), ckpt.get("last_mult", 1)
-        )
+        shape = (ckpt["arch"], ckpt["num_classes"], ckpt.get("width", 32))
+        if ckpt.get("towers", 0):  # the weights are loaded below: the towers' initialisation does not matter
+            member = Joint([build_model(*shape) for _ in range(ckpt["towers"])], ckpt["num_classes"])
+        else:
+            member = build_model(*shape, ckpt.get("last_mult", 1))
         _load_backbone(member, ckpt["state_dict"], path, strip=lambda k: k, head=True)
     elif "model_params" in ckpt:
         member = build_model("resnet50", 1000)

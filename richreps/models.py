@@ -118,6 +118,36 @@ class SmallCNN(Member):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
 
 
+class Joint(Member):
+    """JOINTn: n towers side by side, their features concatenated, one classifier over the concatenation,
+    trained as one network. CATmax's architecture exactly (n members' features side by side) without its
+    independence: one loss, one optimizer, one run. Tower i starts as the network a run of seed
+    `tower_seeds[i]` starts as (`build_joint`), so untrained JOINTn is untrained CATmax, bitwise. The
+    towers' own classifiers are dropped: only the joint one trains."""
+
+    def __init__(self, towers: list[Member], num_classes: int):
+        super().__init__()
+        for t in towers:
+            del t.fc
+        self.towers = nn.ModuleList(towers)
+        self.feature_dim = sum(t.feature_dim for t in towers)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.features(x) for t in self.towers], 1)
+
+
+def build_joint(arch: str, num_classes: int, width: int, tower_seeds: list[int]) -> Joint:
+    """JOINTn whose tower i is initialised exactly as `build_model` is after `torch.manual_seed(tower_seeds[i])`."""
+    towers = []
+    for s in tower_seeds:
+        torch.manual_seed(s)
+        towers.append(build_model(arch, num_classes, width))
+    return Joint(towers, num_classes)
+
+
 def build_model(arch: str, num_classes: int, width: int = 32, last_mult: int = 1) -> Member:
     """A fresh member; the global RNG (seed it first) decides the initialisation.
 

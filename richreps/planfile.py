@@ -39,7 +39,8 @@ class ControlRecord:
     run_dir: Path
     members: Members  # per seed set: its run at the control's steps
     sweeps: list[dict[int, tuple[int, int]]]  # per seed set: budget -> its export at that budget
-    seed_offset: int  # its untrained twin of seed set k uses seed 1000 + 100 k + this
+    seed_offset: int  # its run of seed set k uses that set's first seed + this
+    along: list[Members] = field(default_factory=list)  # per seed set: every export of its run (early stops)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class PlanRecord:
     )  # per seed set: budget -> n -> ...
     trajectories: list[Members] = field(default_factory=list)  # per seed set: CAT1's seed along its run
     controls: list[ControlRecord] = field(default_factory=list)
+    early_stop: bool = False  # CAT1's and WIDE1's runs export every eighth (richreps.earlystop)
 
     def control(self, name: str) -> ControlRecord | None:
         return next((c for c in self.controls if c.name == name), None)
@@ -91,6 +93,7 @@ def _record(folder: str, recipe: Recipe, plans: list[Plan], ctrls: list[ControlP
                 "members": [list(p.cats[1][0]) for p in c.plans],
                 "sweeps": [{str(b): list(by_n[1][0]) for b, by_n in p.sweep.items()} for p in c.plans],
                 "seed_offset": c.control.seed_offset,
+                "along": [[[run.seed, t] for run in p.runs for t in run.exports] for p in c.plans],
             }
             for c in ctrls
         ],
@@ -110,7 +113,10 @@ def write(pretrain_dir: str | Path, study: Study) -> Path:
         for v in study.variants
     ]
     write_json(pretrain_dir / VARIANTS_FILE, variants)
-    write_json(pretrain_dir / PLAN_FILE, _record(".", study.recipe, study.plans, study.controls))
+    write_json(
+        pretrain_dir / PLAN_FILE,
+        {**_record(".", study.recipe, study.plans, study.controls), "early_stop": study.early_stop},
+    )
     return pretrain_dir / study.recipe.tag()
 
 
@@ -138,9 +144,11 @@ def _parse(record: dict, base: Path) -> PlanRecord:
                 members(c["members"]),
                 [{int(b): tuple(m) for b, m in s.items()} for s in c["sweeps"]],
                 int(c["seed_offset"]),
+                [members(a) for a in c.get("along", [])],
             )
             for c in record["controls"]
         ],
+        bool(record.get("early_stop", False)),
     )
 
 

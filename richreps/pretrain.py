@@ -58,7 +58,7 @@ from richreps.data.prefetch import Prefetcher
 from richreps.data.streams import make_data
 from richreps.io import atomic_path, read_jsonl, unwritable, write_json
 from richreps.members import member_path
-from richreps.models import build_model, recalibrate_bn
+from richreps.models import recalibrate_bn
 
 # ---------------------------------------------------------------- configuration
 
@@ -311,8 +311,9 @@ def build(args: argparse.Namespace, rank: int, world: int, device: torch.device,
     stream, calib, val, num_classes = make_data(
         recipe, args.seed, rank, world, device, micro, args.workers, resolve_decode(args, device), index
     )
-    torch.manual_seed(args.seed)  # the initialisation depends only on the seed, not on the data
-    raw = build_model(recipe.arch, num_classes, recipe.width, recipe.last_mult).to(device)
+    raw = members.model_for(recipe, num_classes, args.seed).to(
+        device
+    )  # the seed alone decides it, not the data
     if amp:
         raw = raw.to(memory_format=torch.channels_last)
     opt = AdamWScheduleFree(

@@ -82,23 +82,33 @@ def count_imagenet(root: str | Path) -> dict[str, int]:
     return {"train": train, "test": test, "classes": classes}
 
 
-def model_bytes(arch: str, num_classes: int, width: int, last_mult: int = 1) -> tuple[int, int, int]:
+def model_bytes(
+    arch: str, num_classes: int, width: int, last_mult: int = 1, towers: int = 1
+) -> tuple[int, int, int]:
     """(bytes of a member's weights and buffers, bytes of its parameters, its feature width), built on
-    the meta device: no memory, no initialisation."""
+    the meta device: no memory, no initialisation. `towers` > 1: a JOINTn (`models.Joint`)."""
     import torch
 
-    from richreps.models import build_model
+    from richreps.models import Joint, build_model
 
     with torch.device("meta"):
-        model = build_model(arch, num_classes, width, last_mult)
+        if towers > 1:
+            model = Joint([build_model(arch, num_classes, width) for _ in range(towers)], num_classes)
+        else:
+            model = build_model(arch, num_classes, width, last_mult)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     return state, params, model.feature_dim
 
 
-def plan_groups(values: dict) -> list[tuple[list[Plan], int]]:
-    """Every set of plans notebook 03 trains (`Study.trained`), each with its members' `last_mult`."""
-    return [(plans, recipe.last_mult) for _, recipe, plans in plan_study(values).trained()]
+def shape(recipe) -> tuple[int, int]:
+    """What sizes a member file of `recipe`: its last stage's widening and its towers (JOINTn)."""
+    return recipe.last_mult, max(1, len(recipe.tower_offsets))
+
+
+def plan_groups(values: dict) -> list[tuple[list[Plan], tuple[int, int]]]:
+    """Every set of plans notebook 03 trains (`Study.trained`), each with its members' `shape`."""
+    return [(plans, shape(recipe)) for _, recipe, plans in plan_study(values).trained()]
 
 
 def _gb(b: float) -> str:
@@ -119,21 +129,22 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     classes = 10 if cues else 1000  # richreps.data.cues.N_VALUES; ImageNet-1k
     groups = plan_groups(values)
     sized = {
-        m: model_bytes(values["arch"], classes, values["width"], m) for m in {1, *(m for _, m in groups)}
+        m: model_bytes(values["arch"], classes, values["width"], *m)
+        for m in {(1, 1), *(m for _, m in groups)}
     }
     # one (weights bytes, parameter bytes, feature width) per member file and per run: WIDE1's are wider
     member_files = [
         sized[m] for ps, m in groups for _ in {(r.seed, s) for p in ps for r in p.runs for s in r.exports}
     ]
     trained = len(member_files)
-    member_files += [sized[1]] * (n_max * values["seed_sets"])  # notebook 04's untrained controls
+    member_files += [sized[(1, 1)]] * (n_max * values["seed_sets"])  # notebook 04's untrained controls
     for c in plan_study(values).controls:  # each control's untrained twin
-        member_files += [sized[c.recipe.last_mult]] * values["seed_sets"]
+        member_files += [sized[shape(c.recipe)]] * values["seed_sets"]
     untrained = len(member_files) - trained
     run_files = [sized[m] for ps, m in groups for p in ps for _ in p.runs]
     runs = len(run_files)
     images = sum(p.training_steps for ps, _ in groups for p in ps) * values["global_batch"]
-    dim = sized[1][2]  # the feature width of one member (CATn: n of them)
+    dim = sized[(1, 1)][2]  # the feature width of one member (CATn: n of them)
     members = len(member_files)
 
     given = {d: values.get(f"{d}_root", "") for d in DATASETS}
@@ -151,7 +162,7 @@ def resources(values: dict, output_dir: str | Path, sizes: dict[str, dict] | Non
     budget_bytes = featstore.ram_budget()
     # the feature widths one seed set probes: CAT1..CATmax, each control, and the untrained CATmax, CAT1
     # and controls; every width on every real dataset, once per weight decay of the grid
-    control_dims = [sized[c.recipe.last_mult][2] for c in plan_study(values).controls]
+    control_dims = [sized[shape(c.recipe)][2] for c in plan_study(values).controls]
     widths = [n * dim for n in {1, *values["cat_sizes"]}] + control_dims + [n_max * dim, dim, *control_dims]
     grid = len(values.get("probe_grid", probe.FAST_WD))
     probe_flops = sum(

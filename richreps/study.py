@@ -24,11 +24,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from richreps import budget, controls
+from richreps import budget, controls, earlystop
 from richreps.budget import Plan
 
 if TYPE_CHECKING:
     from richreps.config import Recipe
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One row of Table 3's shape: a method and the member files it concatenates."""
+
+    method: str
+    n: int
+    steps_per_member: int
+    files: tuple[str, ...]
+
+    @property
+    def compute_steps(self) -> int:
+        """Training steps this representation cost: n members x steps each (the paper's compute axis)."""
+        return self.n * self.steps_per_member
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,7 @@ class ControlPlan:
     control: controls.Control
     recipe: Recipe
     plans: list[Plan]
-
-    @property
-    def name(self) -> str:
-        return self.control.name
+    name: str  # in the tables: the control's label for the study's CATmax (JOINT5)
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Study:
     controls: list[ControlPlan]
     variants: list[Variant]
     notes: list[str] = field(default_factory=list)  # a control asked for that this arch has not, and why
+    early_stop: bool = False  # CAT1's and WIDE1's runs export every eighth (richreps.earlystop)
 
     @property
     def n_max(self) -> int:
@@ -97,11 +110,11 @@ def _control_plans(values: Mapping, recipe: Recipe, plans: list[Plan], notes: li
     out: list[ControlPlan] = []
     used: set[int] = set()
     for c in controls.planned(values):
-        changed = c.recipe(recipe, n_max)
+        changed = c.recipe(recipe, plans)
         if changed is None:
-            notes.append(f"no {c.name}: arch {recipe.arch} has none ({c.why})")
+            notes.append(f"no {c.label(n_max)}: arch {recipe.arch} has none ({c.why})")
             continue
-        cp = ControlPlan(c, changed, c.plans(plans, values, used))
+        cp = ControlPlan(c, changed, c.plans(plans, values, used), c.label(n_max))
         used |= {r.seed for p in cp.plans for r in p.runs}
         out.append(cp)
     return out
@@ -165,6 +178,7 @@ def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
         from richreps.config import recipe_from_params
 
         recipe = recipe_from_params(values)
+    earlystop.check(values)
     plans = budget.plans_from_params(values)
     mode = values["plan_mode"]
     other_mode = "independent" if mode == "shared-prefix" else "shared-prefix"
@@ -172,7 +186,7 @@ def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
     notes: list[str] = []
     main_controls = _control_plans(values, recipe, plans, notes)
     found = variants(values, recipe, [])
-    return Study(recipe, plans, other, main_controls, found, notes)
+    return Study(recipe, plans, other, main_controls, found, notes, bool(values.get(earlystop.SWITCH)))
 
 
 def describe(study: Study) -> list[str]:

@@ -1,28 +1,25 @@
 """Statistics that decide: which targets can discriminate, paired intervals over seed sets, and verdicts.
 
     calib = calibration(long, bayes={IID: 0.469})       # chance, floors, ceiling per target; kept or not
-    table = verdicts(long, calib)                        # CATmax - WIDE1 and CATmax - CAT1, Holm, the verdict
+    table = verdicts(long, calib)                        # CATmax - each single network, Holm, the verdict
 
-The analysis follows the pre-registered plan, `results/PLAN.md` (issue 19). A target earns a verdict
-only when it can discriminate. Its **floor** is the best untrained control (untrained CAT1, CATmax and
-WIDE1: what random convolutional features already decode); its **ceiling** is direct training on ample
-data at its best validation export (for the in-distribution mixture: its Bayes accuracy, computed exactly
-by `richreps.data.cues.bayes_accuracy`, and the members must reach 75 % of it). A target is *kept* by
-`range_keep_rule`: ceiling at least 20 points above both floor and chance, from at least 3 seeds of
-direct training that went past its plateau. Targets in `SATURATED` (read at 94-99 % by random features)
-are listed as *saturated*, never judged; others not kept are *uninformative*. On kept targets, with 95 %
-paired t intervals over seed sets (each seed set probes its own sample, so the differences are paired):
+The analysis follows the pre-registered plan, `results/PLAN.md`. A target earns a verdict only when it can
+discriminate: its **floor** is the best untrained twin (what the networks decode before training), its
+**ceiling** direct training on ample data at its best validation export (the mixture: its exact Bayes
+accuracy, `richreps.data.cues.bayes_accuracy`). `range_keep_rule`: a ceiling at least 20 points above floor
+and chance, from at least 3 seeds of direct training past its plateau. `SATURATED` targets are listed,
+never judged; others not kept are *uninformative*. On kept targets, with 95 % paired t intervals over seed
+sets (each seed set probes its own sample), the **primary contrast** decides:
 
-- **agrees**: both CATmax - WIDE1 (primary: WIDE1 is one network of CATmax's feature dimension, the
-  paper's Table 2 "baseline") and CATmax - CAT1 lie above 0;
-- **differs**: CATmax - WIDE1 lies below 0 (it takes precedence: the primary contrast is against the paper);
-- **dimension explains it**: CATmax - CAT1 lies above 0 and CATmax - WIDE1 does not;
-- **inconclusive**: otherwise, including fewer than 2 seed sets (no interval).
+- revision 2, CATmax - SINGLE-ES (the single network one picks by pretraining validation): *agrees* above 0,
+  *differs* below 0, *inconclusive* otherwise; JOINTn, CAT1, CAT1-ES, WIDE1 and WIDE1-ES are shown beside,
+  each with training's share and its own Holm correction;
+- version 1, CATmax - WIDE1 where no SINGLE-ES was trained: *agrees* when it and CATmax - CAT1 lie above 0,
+  *differs* when it lies below, *dimension explains it* when only CATmax - CAT1 lies above 0;
+- without either, CATmax - CAT1 alone; fewer than 2 seed sets: *inconclusive*.
 
-Holm's step-down procedure over the kept targets' primary contrasts (two-sided paired t p-values) is
-shown beside the uncorrected intervals: an *agrees* or *differs* whose primary contrast does not survive
-it is labelled so in "verdict (Holm)". Without WIDE1 (notebook 03's `wide_control` false, or a table from
-before it), CATmax - CAT1 is the only contrast and the primary one, and the table says so.
+Holm's step-down procedure over the kept targets' primary contrasts (two-sided paired t) gives "verdict
+(Holm)": an *agrees* or *differs* that does not survive it reads *inconclusive*.
 
 pandas and scipy only (no torch), so report.md can be written anywhere.
 """
@@ -34,25 +31,42 @@ import re
 
 import pandas as pd
 
-from richreps import controls
-from richreps.aggregate import DIRECT, t_halfwidth
+from richreps import controls, earlystop
+from richreps.aggregate import t_halfwidth
+from richreps.keep import (  # noqa: F401 (re-exported: the keep rule is read as verdicts.*)
+    CAT1,
+    CEILING_MIN,
+    CEILING_SEEDS_MIN,
+    FLOOR_GAP,
+    LEARNED_MIN,
+    PLATEAU_TOLERANCE,
+    RANGE_MIN,
+    _per_set,
+    all_labels,
+    calibration,
+    keep_rule,
+    largest_cat,
+    range_keep_rule,
+    seed_mean_plateaued,
+)
 from richreps.targets import IID, OOD_TARGETS, SATURATED
 
-CAT1 = "CAT1 (baseline)"
-CEILING_MIN = 0.90  # a kept target's ceiling
-FLOOR_GAP = 0.20  # a kept target's floor is at least this far below its ceiling
-LEARNED_MIN = 0.75  # the mixture: trained CAT1 reaches this share of the Bayes accuracy
 CONFIDENCE = 0.95
 WIDE1 = controls.PRIMARY  # the primary control: CATmax - WIDE1 decides where WIDE1 was trained
 # the budget sweep's and the map's column names of CATmax - control and CATmax - CAT1 (richreps.sweep)
 CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
 VERDICTS = ("agrees", "dimension explains it", "differs", "inconclusive", "uninformative", "saturated")
 NOT_JUDGED = ("uninformative", "saturated")
-# The range keep rule (issue 19): a target discriminates when direct training, run to a measured plateau
-# over enough seeds, stands this far above both the floor and chance. No fixed cut on the ceiling itself:
-# a hard target with a wide range (shape: floor 14 %, ceiling 87 %) is the most telling one, not noise.
-RANGE_MIN = 0.20
-CEILING_SEEDS_MIN = 3
+
+
+PAPER_DIRECT_GAPS = (3.0, 9.0)  # the paper's Table 1: direct training above transfer, in points
+DIRECT_GAP_MARGIN = 3.0  # revision 2: a gap agrees with them within this many points of that range
+
+
+def direct_gap_agrees(gap: float) -> bool:
+    """Revision 2: a direct-versus-probe gap (points) agrees with the paper's 3 and 9 within the margin."""
+    low, high = PAPER_DIRECT_GAPS
+    return low - DIRECT_GAP_MARGIN <= gap <= high + DIRECT_GAP_MARGIN
 
 
 def paired_interval(diffs, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
@@ -69,105 +83,6 @@ def paired_interval(diffs, confidence: float = CONFIDENCE) -> tuple[float, float
         return mean, math.nan, math.nan, n
     half = float(t_halfwidth([d.std(ddof=1)], [n], confidence).iloc[0])
     return mean, mean - half, mean + half, n
-
-
-def all_labels(long: pd.DataFrame) -> pd.DataFrame:
-    """The rows probed on all labelled examples (not the few-shot ones)."""
-    return long[long["shots"].astype(str) == "all"]
-
-
-def largest_cat(full: pd.DataFrame) -> int:
-    """CATmax's n: the largest CAT (trained or untrained) in a long table."""
-    return int(full.loc[full["method"].str.match(r"^(?:untrained )?CAT\d"), "n"].max())
-
-
-def _per_set(full: pd.DataFrame, method: str) -> pd.DataFrame:
-    """test_acc indexed by (task, replicate) for one method."""
-    return full[full["method"] == method].groupby(["task", "replicate"])["test_acc"].mean()
-
-
-def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd.DataFrame:
-    """Per target (fractions): chance, the floors, the ceiling with its seeds and plateau flag, trained
-    CAT1, CATmax and WIDE1, kept and why not (the keep rule of this module's docstring)."""
-    full = all_labels(long)
-    n_max = largest_cat(full)
-    means = full.groupby(["task", "method"])["test_acc"].mean().unstack("method")
-    chance = full.groupby("task")["chance"].first() if "chance" in full else pd.Series(dtype=float)
-    direct = full[full["method"] == DIRECT]
-    wide = full["method"].isin([WIDE1, f"untrained {WIDE1}"]).any()  # a calibration has no trained WIDE1
-    controls = ["CAT1", f"CAT{n_max}", *([WIDE1] if wide else [])]
-    rows = []
-    for task in dict.fromkeys(full["task"]):
-        m = means.loc[task]
-        floors = {f"floor: untrained {c}": m.get(f"untrained {c}", math.nan) for c in controls}
-        floor = max((f for f in floors.values() if pd.notna(f)), default=math.nan)
-        iid = task == IID
-        d = direct[direct["task"] == task]
-        recorded = "plateaued" in d and bool(d["plateaued"].notna().all())  # older tables have none
-        row = {
-            "target": task,
-            "chance": chance.get(task, math.nan),
-            **floors,
-            "ceiling": (bayes or {}).get(task, math.nan)
-            if iid
-            else (d["test_acc"].mean() if len(d) else math.nan),
-            "ceiling from": "Bayes accuracy (exact)" if iid else "direct training",
-            "ceiling seeds": math.nan if iid else int(d["replicate"].nunique()),
-            "plateaued": math.nan if iid or not recorded else bool(d["plateaued"].eq(True).all()),
-            "trained CAT1": m.get(CAT1, math.nan),
-            f"trained CAT{n_max}": m.get(f"CAT{n_max}", math.nan),
-            **({f"trained {WIDE1}": m.get(WIDE1, math.nan)} if wide else {}),
-        }
-        row["kept"], row["why not"] = _keep(task, floor, row, recorded)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("target")
-
-
-def _unmeasured(floor: float, ceiling: float) -> str:
-    """Why a target cannot be judged for want of a measurement ('' when both ends were measured)."""
-    if pd.isna(ceiling):
-        return "no ceiling measured (direct training did not run)"
-    if pd.isna(floor):
-        return "no floor measured (no untrained control)"
-    return ""
-
-
-def keep_rule(floor: float, ceiling: float, ceiling_min: float = CEILING_MIN) -> tuple[bool, str]:
-    """The first keep rule (`richreps.calibrate`'s record): ceiling >= 90 %, floor at least 20 points
-    below it. The study now keeps by range (`range_keep_rule`): the fixed cut dropped shape."""
-    missing = _unmeasured(floor, ceiling)
-    if missing:
-        return False, missing
-    if ceiling < ceiling_min:
-        return False, f"ceiling below {ceiling_min:.0%}"
-    if floor > ceiling - FLOOR_GAP:
-        return False, f"floor within {FLOOR_GAP * 100:.0f} points of the ceiling"
-    return True, ""
-
-
-def range_keep_rule(
-    floor: float, ceiling: float, chance: float, ceiling_seeds: int, plateaued: bool
-) -> tuple[bool, str]:
-    """A target can discriminate when its range is wide: kept, or not and why (first failing reason).
-
-    `ceiling` is direct training's test accuracy at its best validation export, averaged over
-    `ceiling_seeds` seeds; `plateaued` says that best export was not the last one (the run went past
-    its plateau, so the ceiling is not an under-trained lower bound). Kept when the ceiling stands at
-    least `RANGE_MIN` above both the floor (what random features read) and chance.
-    """
-    missing = _unmeasured(floor, ceiling)
-    if missing:
-        return False, missing
-    if ceiling_seeds < CEILING_SEEDS_MIN:
-        seeds = f"{ceiling_seeds} seed" + ("" if ceiling_seeds == 1 else "s")
-        return False, f"ceiling from {seeds} (needs {CEILING_SEEDS_MIN})"
-    if not plateaued:
-        return False, "ceiling still rising: the best validation export is the last one"
-    if ceiling - floor < RANGE_MIN:
-        return False, f"ceiling within {RANGE_MIN * 100:.0f} points of the floor"
-    if ceiling - chance < RANGE_MIN:
-        return False, f"ceiling within {RANGE_MIN * 100:.0f} points of chance"
-    return True, ""
 
 
 def paired_p(diffs) -> float:
@@ -202,21 +117,6 @@ def holm(pvalues, alpha: float = 1 - CONFIDENCE) -> tuple[list[bool], list[float
     return rejected, adjusted
 
 
-def _keep(task: str, floor: float, row: dict, plateau_recorded: bool) -> tuple[bool, str]:
-    ceiling, chance = row["ceiling"], row["chance"]
-    if task in SATURATED:
-        return False, "saturated: random features read it (kept in the tables as a record, never judged)"
-    if task == IID:  # the mixture's ceiling is exact: no seeds, no plateau; the members must learn it
-        if pd.isna(row["trained CAT1"]):  # a calibration (`richreps.calibrate --params`): no member yet
-            return False, f"no trained CAT1 yet: kept if CAT1 reaches {LEARNED_MIN:.0%} of the Bayes accuracy"
-        if pd.notna(ceiling) and pd.notna(floor) and row["trained CAT1"] < LEARNED_MIN * ceiling:
-            return False, f"members did not learn it: CAT1 below {LEARNED_MIN:.0%} of the Bayes accuracy"
-        return range_keep_rule(floor, ceiling, chance, CEILING_SEEDS_MIN, True)
-    if pd.notna(ceiling) and not plateau_recorded:
-        return False, "no plateau recorded (direct training from before issue 19): rerun notebook 04"
-    return range_keep_rule(floor, ceiling, chance, row["ceiling seeds"], bool(row["plateaued"]))
-
-
 def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:
     """Every CATn - CAT1 per target, in points: mean and 95 % paired t interval over seed sets."""
     full = all_labels(long)
@@ -239,9 +139,12 @@ def gain_intervals(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide(vs_wide: tuple | None, vs_cat1: tuple, kept: bool, saturated: bool = False) -> str:
-    """The verdict rules of this module's docstring on (mean, low, high, n) intervals in points.
-    `vs_wide` None: no WIDE1, so CATmax - CAT1 alone decides (agrees above 0, differs below)."""
+def decide(
+    vs_wide: tuple | None, vs_cat1: tuple, kept: bool, saturated: bool = False, single: bool = False
+) -> str:
+    """The verdict rules on (mean, low, high, n) intervals in points. `vs_wide` is the primary contrast's
+    interval (None: no control, so CATmax - CAT1 alone decides). `single`: the primary is CATmax - SINGLE-ES
+    (results/PLAN.md, revision 2): agrees above 0, differs below, inconclusive otherwise."""
     if saturated:
         return "saturated"
     if not kept:
@@ -251,6 +154,8 @@ def decide(vs_wide: tuple | None, vs_cat1: tuple, kept: bool, saturated: bool = 
         return "inconclusive"
     if primary[2] < 0:
         return "differs"
+    if single:
+        return "agrees" if primary[1] > 0 else "inconclusive"
     if vs_cat1[1] > 0:
         return "agrees" if primary[1] > 0 else "dimension explains it"
     return "inconclusive"
@@ -260,48 +165,47 @@ def _by_task(diffs: pd.Series, task: str) -> pd.Series:
     return diffs.xs(task, level="task") if task in diffs.index.get_level_values(0) else pd.Series(dtype=float)
 
 
+def _columns(name: str, n_max: int) -> tuple[str, str, str]:
+    """The columns of CATmax - `name`: version 1's names for CAT1 and WIDE1, "low (vs X)" for the others."""
+    if name == "CAT1":
+        return f"CAT{n_max} - CAT1", "low", "high"
+    return f"CAT{n_max} - {name}", f"low (vs {name})", f"high (vs {name})"
+
+
 def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
-    """Per target (points, 95 % paired intervals): CATmax - WIDE1 (when WIDE1 was trained), CATmax - each
-    other registered control that was trained (`richreps.controls`: shown beside, not decisive), CATmax - CAT1,
-    training's share of CATmax - WIDE1 and of CATmax - CAT1 (the trained gap minus the untrained twins' gap,
-    paired by seed set: what the architectures differ by before training is not TIME-CONCAT's),
-    trained - untrained CATmax; the primary contrast's p-value, Holm-adjusted over the kept targets;
-    the verdict, and the verdict after Holm."""
+    """Per target (points, 95 % paired intervals): CATmax minus every single network trained (WIDE1, JOINTn,
+    CAT1-ES, WIDE1-ES, SINGLE-ES: each present one) and CATmax - CAT1, each with training's share (the trained
+    gap minus the same gap between the untrained twins, paired by seed set: what the architectures differ by
+    before training is not TIME-CONCAT's) and its own Holm-adjusted p over the kept targets; trained -
+    untrained CATmax; the primary contrast (SINGLE-ES where trained, results/PLAN.md revision 2; else WIDE1;
+    else CAT1), its p and Holm, the verdict, and the verdict after Holm."""
     full = all_labels(long)
     n_max = largest_cat(full)
+    methods = set(full["method"])
     top = _per_set(full, f"CAT{n_max}")
-    gain = (top - _per_set(full, CAT1)).dropna() * 100
-    vs_random = (top - _per_set(full, f"untrained CAT{n_max}")).dropna() * 100
-    wide = (full["method"] == WIDE1).any()
-    vs_wide = (top - _per_set(full, WIDE1)).dropna() * 100 if wide else None
-    others = [
-        c for c in controls.REGISTRY if c != WIDE1 and (full["method"] == c).any()
-    ]  # shown, not decisive
-    vs_other = {c: (top - _per_set(full, c)).dropna() * 100 for c in others}
-    # training's share of a contrast: the trained gap minus the same gap between untrained twins, paired by
-    # seed set, so that what the architectures differ by before any training is not read as TIME-CONCAT's
     untrained_top = _per_set(full, f"untrained CAT{n_max}")
-    share = {}
-    for name, trained in [*([(WIDE1, vs_wide)] if wide else []), ("CAT1", gain)]:
-        if (full["method"] == f"untrained {name}").any():
+    vs_random = (top - untrained_top).dropna() * 100
+    labels = [c.label(n_max) for c in controls.REGISTRY.values()] + [*earlystop.SOURCES, earlystop.BEST]
+    names = [x for x in labels if x in methods] + ["CAT1"]
+    primary = next((x for x in (earlystop.BEST, WIDE1) if x in methods), "CAT1")
+    gaps, share = {}, {}
+    for name in names:
+        method = CAT1 if name == "CAT1" else name
+        gaps[name] = (top - _per_set(full, method)).dropna() * 100
+        if f"untrained {name}" in methods:  # the same gap between the networks before training
             untrained = (untrained_top - _per_set(full, f"untrained {name}")).dropna() * 100
-            share[name] = (trained - untrained).dropna()
+            share[name] = (gaps[name] - untrained).dropna()
     rows = []
     for task in calib.index:
-        g, r = paired_interval(_by_task(gain, task)), paired_interval(_by_task(vs_random, task))
-        w = paired_interval(_by_task(vs_wide, task)) if wide else None
         kept, saturated = bool(calib.loc[task, "kept"]), task in SATURATED
         row = {"target": task}
-        if wide:
-            row.update({f"CAT{n_max} - {WIDE1}": w[0], "low (vs WIDE1)": w[1], "high (vs WIDE1)": w[2]})
-        for c, diffs in vs_other.items():
-            o = paired_interval(_by_task(diffs, task))
-            row.update({f"CAT{n_max} - {c}": o[0], f"low (vs {c})": o[1], f"high (vs {c})": o[2]})
+        intervals = {name: paired_interval(_by_task(d, task)) for name, d in gaps.items()}
+        for name in names:
+            row.update(dict(zip(_columns(name, n_max), intervals[name][:3])))
+            row[f"p vs {name}"] = paired_p(_by_task(gaps[name], task)) if kept else math.nan
+        r = paired_interval(_by_task(vs_random, task))
         row.update(
             {
-                f"CAT{n_max} - CAT1": g[0],
-                "low": g[1],
-                "high": g[2],
                 f"CAT{n_max} - untrained CAT{n_max}": r[0],
                 "low (vs untrained)": r[1],
                 "high (vs untrained)": r[2],
@@ -313,16 +217,25 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
                         paired_interval(_by_task(diffs, task))[:3],
                     )
                 },
-                "seed sets": g[3],
-                "primary": f"CAT{n_max} - {WIDE1}" if wide else f"CAT{n_max} - CAT1 (no WIDE1)",
-                "p": paired_p(_by_task(vs_wide if wide else gain, task)) if kept else math.nan,
-                "verdict": decide(w, g, kept, saturated),
+                "seed sets": intervals["CAT1"][3],
+                "primary": f"CAT{n_max} - {primary}" + (" (no WIDE1)" if primary == "CAT1" else ""),
+                "p": row[f"p vs {primary}"],
+                "verdict": decide(
+                    None if primary == "CAT1" else intervals[primary],
+                    intervals["CAT1"],
+                    kept,
+                    saturated,
+                    single=primary == earlystop.BEST,
+                ),
                 "why": calib.loc[task, "why not"],
             }
         )
         rows.append(row)
     out = pd.DataFrame(rows).set_index("target")
     judged = ~out["verdict"].isin(NOT_JUDGED)  # the family: every kept target
+    for name in names:  # each contrast's own correction over the kept targets
+        out[f"p (Holm) vs {name}"] = math.nan
+        out.loc[judged, f"p (Holm) vs {name}"] = holm(out.loc[judged, f"p vs {name}"])[1]
     rejected, adjusted = holm(out.loc[judged, "p"])
     out["p (Holm)"], out["survives Holm"] = math.nan, ""
     out.loc[judged, "p (Holm)"] = adjusted
@@ -346,14 +259,23 @@ def _n(table: pd.DataFrame) -> int:
     return next(int(m[1]) for c in table.columns if (m := re.fullmatch(r"CAT(\d+) - CAT1", c)))
 
 
+def primary_name(table: pd.DataFrame) -> str:
+    """The control the primary contrast is against: SINGLE-ES, WIDE1 or CAT1 (from the table's own column)."""
+    if "primary" in table.columns and table["primary"].notna().any():
+        return str(table["primary"].dropna().iloc[0]).split(" - ", 1)[1].split(" (")[0]
+    return WIDE1 if has_wide(table) else "CAT1"
+
+
 def contrasts(table: pd.DataFrame, task: str) -> str:
-    """'CAT5 - WIDE1 = +1.0 [...]; CAT5 - CAT1 = +2.0 [...]' (points), the primary contrast first."""
+    """'CAT5 - SINGLE-ES = +1.0 [...]; CAT5 - JOINT5 = ...; CAT5 - CAT1 = +2.0 [...]' (points): the primary
+    contrast first, every other single network of the table, CAT1 last; then the primary's training share."""
     n, r = _n(table), table.loc[task]
-    text = f"CAT{n} - CAT1 = {fmt_interval(r[f'CAT{n} - CAT1'], r['low'], r['high'])}"
-    if f"CAT{n} - {WIDE1}" in table.columns:
-        wide = fmt_interval(r[f"CAT{n} - {WIDE1}"], r["low (vs WIDE1)"], r["high (vs WIDE1)"])
-        text = f"CAT{n} - {WIDE1} = {wide}; " + text
-    name = WIDE1 if f"training's share vs {WIDE1}" in table.columns else "CAT1"
+    name = primary_name(table)
+    others = [c.split(" - ", 1)[1] for c in table.columns if c.startswith(f"CAT{n} - ")]
+    order = [name, *(x for x in others if x not in (name, "CAT1", f"untrained CAT{n}")), "CAT1"]
+    text = "; ".join(
+        f"CAT{n} - {x} = {fmt_interval(*(r[c] for c in _columns(x, n)))}" for x in dict.fromkeys(order)
+    )
     if f"training's share vs {name}" in table.columns:  # the primary contrast's, beside it
         share = fmt_interval(
             r[f"training's share vs {name}"], r[f"low (share vs {name})"], r[f"high (share vs {name})"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from richreps import experiment
+from richreps import untrained
 from richreps.config import Recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_help_works(module):
 @pytest.fixture(scope="module")
 def two_members(tmp_path_factory):
     folder = tmp_path_factory.mktemp("members")
-    return [str(experiment.save_untrained(folder / f"m{i}.pt", Recipe(width=8), i)) for i in range(2)]
+    return [str(untrained.save_untrained(folder / f"m{i}.pt", Recipe(width=8), i)) for i in range(2)]
 
 
 def test_probe_on_a_cifar_folder_as_the_readme_shows(tmp_path, two_members):

@@ -20,7 +20,11 @@ def narrow():
     """A dummy control, registered here and nowhere else: one network of half the members' width."""
     control = controls.register(
         controls.Control(
-            "NARROW1", "narrow_control", 70, lambda r, n: r.replace(width=r.width // 2), why="a dummy"
+            "NARROW1",
+            "narrow_control",
+            70,
+            lambda r, plans, offset: r.replace(width=r.width // 2),
+            why="a dummy",
         )
     )
     yield control
@@ -60,7 +64,7 @@ def test_a_control_declared_in_one_place_is_planned_trained_probed_and_in_the_co
 
 def test_a_control_name_is_registered_once(narrow):
     with pytest.raises(ValueError, match="a control named 'NARROW1' is registered already"):
-        controls.register(controls.Control("NARROW1", "other_switch", 71, lambda r, n: r))
+        controls.register(controls.Control("NARROW1", "other_switch", 71, lambda r, plans, offset: r))
 
 
 def test_a_control_whose_seed_another_run_uses_is_refused_naming_it(narrow):
@@ -76,7 +80,7 @@ def test_no_control_is_planned_unless_its_switch_is_on():
 @pytest.mark.parametrize("offset", [1, 100])
 def test_a_seed_offset_that_could_meet_a_member_or_another_seed_set_is_refused(offset):
     """Offset 1 is untrained CAT2's second member's seed offset; 100 is the next seed set's first seed."""
-    control = controls.register(controls.Control("ODD1", "odd_control", offset, lambda r, n: r))
+    control = controls.register(controls.Control("ODD1", "odd_control", offset, lambda r, plans, offset: r))
     try:
         with pytest.raises(ValueError, match=rf"ODD1: seed offset {offset} must lie in \[2, 100\)"):
             study.plan_study({**VALUES, "odd_control": True}, TINY)

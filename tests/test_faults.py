@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from richreps import features, members, pretrain
+from richreps import features, members, pretrain, untrained
 from richreps import params as richreps_params
 from richreps.data import CorruptImageError, DatasetError, build_dataset, scan_images
 
@@ -276,10 +276,9 @@ def test_a_finitely_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 
 def test_a_finitely_corrupted_member_is_refused(tmp_path):
-    from richreps import experiment
     from richreps.config import Recipe
 
-    path = experiment.save_untrained(tmp_path / "m.pt", Recipe(width=8), 0)
+    path = untrained.save_untrained(tmp_path / "m.pt", Recipe(width=8), 0)
     tamper(path, "state_dict")
     with pytest.raises(members.CheckpointError, match="m.pt: payload checksum mismatch"):
         members.load(path)
@@ -620,10 +619,9 @@ def test_a_torn_metrics_line_is_dropped_with_a_warning_wherever_metrics_are_read
 @pytest.mark.parametrize("how", ["same path", "another path", "byte copy"])
 def test_one_member_given_twice_is_not_a_cat2(tmp_path, capsys, how):
     """Issue 21 item 3: `probe --members m.pt m.pt` reported CAT2."""
-    from richreps import experiment
     from richreps.config import Recipe
 
-    a = experiment.save_untrained(tmp_path / "m.pt", Recipe(width=8), 0)
+    a = untrained.save_untrained(tmp_path / "m.pt", Recipe(width=8), 0)
     (tmp_path / "sub").mkdir()
     paths = {"same path": a, "another path": tmp_path / "sub" / ".." / "m.pt", "byte copy": tmp_path / "c.pt"}
     b = paths[how]

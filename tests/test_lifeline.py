@@ -26,6 +26,7 @@ from richreps.config import Recipe
 TINY = {
     "width": 4, "image_size": 16, "val_size": 64, "baseline_steps": 16, "total_steps": 16, "cat_sizes": [2],
     "seeds": [0, 1], "sweep_budgets": [], "trajectory_steps": [], "seed_sets": 1, "wide_control": False,
+    "joint_control": False, "early_stop_controls": False,
     "global_batch": 32, "warmup_steps": 1, "bn_batches": 2, "eval_every": 8, "ckpt_every": 4, "nproc": 1,
 }  # fmt: skip
 TABLES = ("03_plan.csv", "03_members.csv", "03_final_eval.csv")

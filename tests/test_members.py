@@ -7,7 +7,7 @@ import stat
 import pytest
 import torch
 
-from richreps import budget, direct, experiment, launch, members, planfile, pretrain
+from richreps import budget, direct, experiment, launch, members, planfile, pretrain, untrained
 from richreps.aggregate import DIRECT, DIRECT_EQUAL
 from richreps.config import Recipe
 from richreps.io import atomic_path, write_text
@@ -29,7 +29,12 @@ def test_every_recipe_field_is_a_pretrain_flag_and_changes_the_tag():
     dests = {a.dest for a in ap._actions}
     for name, value in TINY.to_dict().items():
         assert name in dests
-        other = {"cue_weights": [1, 1, 1, 1], "cue_redundant": [1, 1, 1, 1]}.get(name)
+        other = {
+            "cue_weights": [1, 1, 1, 1],
+            "cue_redundant": [1, 1, 1, 1],
+            "tower_offsets": [0, 1],
+            "pool_per_seed_set": True,
+        }.get(name)
         if other is None:
             other = (
                 value + 1 if isinstance(value, int | float) and not isinstance(value, bool) else value + "x"
@@ -39,7 +44,7 @@ def test_every_recipe_field_is_a_pretrain_flag_and_changes_the_tag():
 
 
 def test_a_member_records_its_recipe_and_a_stale_one_is_refused_naming_the_key(tmp_path):
-    path = experiment.save_untrained(tmp_path / "m.pt", TINY, seed=3)
+    path = untrained.save_untrained(tmp_path / "m.pt", TINY, seed=3)
     rec = members.record(path)
     assert rec["recipe"] == TINY.to_dict() and rec["seed"] == 3 and rec["step"] == 0
     members.require(path, TINY, 3, 0)
@@ -52,10 +57,10 @@ def test_a_member_records_its_recipe_and_a_stale_one_is_refused_naming_the_key(t
 
 
 def test_an_untrained_control_is_rewritten_when_the_recipe_changes(tmp_path):
-    path = experiment.save_untrained(tmp_path / "u.pt", TINY, seed=1)
+    path = untrained.save_untrained(tmp_path / "u.pt", TINY, seed=1)
     before = path.stat().st_mtime_ns
-    assert experiment.save_untrained(path, TINY, seed=1).stat().st_mtime_ns == before  # current: reused
-    experiment.save_untrained(path, TINY.replace(width=16), seed=1)
+    assert untrained.save_untrained(path, TINY, seed=1).stat().st_mtime_ns == before  # current: reused
+    untrained.save_untrained(path, TINY.replace(width=16), seed=1)
     assert members.record(path)["width"] == 16 and members.load(path).feature_dim == 128
 
 
@@ -185,7 +190,7 @@ def test_wide1_has_the_feature_dimension_of_catmax_and_reports_its_compute():
 @pytest.mark.parametrize("record", ["small_cnn", ["small_cnn"], 3], ids=["string", "list", "number"])
 def test_a_recorded_recipe_that_is_not_a_mapping_is_a_damaged_file_named(tmp_path, record):
     """Its checksum covers the weights, not the record, so it loads; reading its recipe must not crash."""
-    path = experiment.save_untrained(tmp_path / "m.pt", TINY, seed=0)
+    path = untrained.save_untrained(tmp_path / "m.pt", TINY, seed=0)
     ckpt = torch.load(path, weights_only=True)
     ckpt["recipe"] = record
     torch.save(ckpt, path)

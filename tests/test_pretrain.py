@@ -209,6 +209,8 @@ CHANGED = {
     "arch": ["--arch", "resnet18_cifar"],
     "width": ["--width", "4"],
     "last_mult": ["--last-mult", "2"],
+    "tower_offsets": ["--tower-offsets", "0", "1"],
+    "pool_per_seed_set": ["--pool-per-seed-set", "True"],
     "global_batch": ["--global-batch", "64"],
     "micro_batch": ["--micro-batch", "16"],
     "lr": ["--lr", "0.01"],

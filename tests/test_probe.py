@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet50
 
-from richreps import direct, experiment, featstore, features, members, probe
+from richreps import direct, experiment, featstore, features, members, probe, untrained
 from richreps.config import Recipe
 from richreps.models import Member
 
@@ -76,8 +76,7 @@ def test_mismatched_checkpoints_name_file_and_key(tmp_path, algoperf_ckpt):
 
 def members_files(tmp_path, widths=(8, 8)):
     return [
-        experiment.save_untrained(tmp_path / f"m{i}_w{w}.pt", Recipe(width=w), i)
-        for i, w in enumerate(widths)
+        untrained.save_untrained(tmp_path / f"m{i}_w{w}.pt", Recipe(width=w), i) for i, w in enumerate(widths)
     ]
 
 

@@ -19,11 +19,11 @@ LAYERS = [
     {"data", "data.__main__", "data.cues", "data.folders", "data.ood", "data.pipeline", "data.sampler",
      "data.streams", "data.transforms", "data.prefetch", "config", "members", "checkpoints", "runtime", "completion"},
     # 2 the plan: the TIME-CONCAT plan, the controls, the study, its plan file, the params that build it
-    {"budget", "controls", "study", "planfile", "params"},
+    {"budget", "controls", "study", "planfile", "params", "earlystop"},
     # 3 the tables: torch-free readers of notebook 04's outputs (report.md anywhere)
-    {"aggregate", "verdicts", "sweep", "figures", "nbcheck"},
+    {"aggregate", "keep", "verdicts", "sweep", "figures", "nbcheck"},
     # 4 compute: training, launching, features, probes, notebook 04's experiment, direct training
-    {"pretrain", "launch", "features", "probe", "tune", "experiment", "direct", "calibrate"},
+    {"pretrain", "launch", "features", "probe", "tune", "experiment", "untrained", "direct", "calibrate"},
     # 5 the study's variants as notebook 04 probes them, and the report
     {"ablation", "regimes", "report"},
     # 6 entry points over everything

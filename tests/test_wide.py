@@ -60,7 +60,9 @@ def test_wide1_refuses_a_seed_that_another_run_uses():
 def test_the_plan_records_wide1_in_its_own_recipe_folder(tmp_path):
     plans = budget.replicate_plans(270, 300, [2, 5], "shared-prefix", [0, 1, 2, 3, 4], 2, 5)
     wide_recipe = SMALL.replace(last_mult=5)
-    wide = ControlPlan(controls.WIDE1, wide_recipe, controls.WIDE1.plans(plans, {"baseline_steps": 300}))
+    wide = ControlPlan(
+        controls.WIDE1, wide_recipe, controls.WIDE1.plans(plans, {"baseline_steps": 300}), "WIDE1"
+    )
     planfile.write(tmp_path, Study(SMALL, plans, plans[0], [wide], []))
     record = planfile.read(tmp_path).control("WIDE1")
     assert (
@@ -94,7 +96,8 @@ def test_wide1_and_its_untrained_control_join_every_seed_set_and_a_stale_member_
     got = experiment.add_controls(reps, [record], tmp_path / "untrained")
     assert [r.method for r in got[1]] == ["CAT1 (baseline)", "WIDE1", "untrained WIDE1"]
     untrained = members.load(got[1][2].files[0])
-    assert untrained.feature_dim == 8 * 4 * 2 and members.record(got[1][2].files[0])["seed"] == 1150
+    # the untrained twin is the network WIDE1's own run of seed set 1 (seed 150) starts from
+    assert untrained.feature_dim == 8 * 4 * 2 and members.record(got[1][2].files[0])["seed"] == 150
     assert got[0][1].files != got[1][1].files and experiment.add_controls(reps, [], tmp_path) is reps
     with pytest.raises(members.CheckpointError, match="trained with another recipe"):
         stale = planfile.ControlRecord(
@@ -114,10 +117,10 @@ def test_the_compute_table_counts_wide1s_flops_beside_cat1s():
 def test_a_field_added_later_keeps_old_run_folders_and_old_records_current():
     """last_mult came with WIDE1: at its old meaning (1) it stays out of the folder's hash, and a member
     recorded before it existed is not a recipe change (runs already trained are not orphaned)."""
-    from richreps.config import Recipe
+    from richreps.config import LATER_FIELDS, Recipe
 
     r = Recipe(arch="small_cnn", width=16)
-    old_record = {k: v for k, v in r.to_dict().items() if k != "last_mult"}
+    old_record = {k: v for k, v in r.to_dict().items() if k not in LATER_FIELDS}  # before any of them
     assert r.diff(old_record) is None
     assert r.replace(last_mult=5).diff(old_record)[0] == "last_mult"
     assert r.tag() != r.replace(last_mult=5).tag()

@@ -313,6 +313,16 @@ def task_splits(
     return {s: sample_task(task, n, split_seed(seed, task, s), difficulty, device) for s, n in sizes.items()}
 
 
+SEED_SET_STRIDE = 100  # seed set k's runs use seeds + 100 k (budget.replicate_plans)
+
+
+def pool_seed(data_seed: int, seed: int, per_seed_set: bool) -> int:
+    """The seed of the pretraining pool a run of `seed` draws: `data_seed`, or with `per_seed_set` one pool
+    per seed set (seed // 100, as its runs' seeds are its own + 100 k): members, controls and variants of a
+    seed set share it, and the next seed set draws another."""
+    return data_seed + 7_919 * (seed // SEED_SET_STRIDE + 1) if per_seed_set else data_seed
+
+
 def pretrain_splits(
     weights,
     sizes: dict[str, int],

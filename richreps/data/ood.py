@@ -99,11 +99,11 @@ def _smooth_field(n: int, g: torch.Generator, channels: int, cells: int) -> torc
     return F.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp_(0, 1)
 
 
-def _mnist_clutter() -> tuple[torch.Tensor, torch.Tensor]:
+def _mnist_clutter(render: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     from richreps.data.cues import glyph_pool
 
     glyphs, labels = glyph_pool("transfer")
-    n, g = len(glyphs), torch.Generator().manual_seed(RENDER_SEED)
+    n, g = len(glyphs), torch.Generator().manual_seed(RENDER_SEED + 1_000 * render)
     img = 0.35 + 0.3 * _smooth_field(n, g, 3, 4)
     for _ in range(2):  # fragments of other glyphs: a random 8x8 crop of a random glyph, half opaque
         other = glyphs[torch.randint(n, (n,), generator=g)]
@@ -117,9 +117,9 @@ def _mnist_clutter() -> tuple[torch.Tensor, torch.Tensor]:
     return img.add_(0.05 * torch.randn(img.shape, generator=g)).clamp_(0, 1), labels.clone()
 
 
-def _uci_plasma() -> tuple[torch.Tensor, torch.Tensor]:
+def _uci_plasma(render: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = _digits_uci()
-    n, g = len(y), torch.Generator().manual_seed(RENDER_SEED + 1)
+    n, g = len(y), torch.Generator().manual_seed(RENDER_SEED + 1 + 1_000 * render)
     field = 0.55 + 0.45 * _smooth_field(n, g, 1, 8)
     mask = _place(x, g, 0.0, (14 / SIZE, 26 / SIZE))
     img = field * (1 - 0.85 * mask)  # dark ink on a bright texture
@@ -135,26 +135,34 @@ _BUILDERS = {
 }
 
 
-@lru_cache(maxsize=4)
-def images(task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All of a target's images (N, C, 32, 32) and labels, before any split (rendered once)."""
-    if not is_ood(task):
-        raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
-    return _BUILDERS[task]()
+RENDERED = ("mnist_clutter", "uci_plasma")  # drawn with random placement and clutter: a render per seed set
 
 
 @lru_cache(maxsize=8)
-def splits(task: str, seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def images(task: str, render: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a target's images (N, C, 32, 32) and labels, before any split (rendered once per `render`).
+
+    `render` k > 0 draws the rendered targets' placement, clutter and texture afresh (seed set k's own
+    images, `Recipe.pool_per_seed_set`); the plain ones (digits_uci, mnist_plain) are the same images."""
+    if not is_ood(task):
+        raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
+    return _BUILDERS[task](render) if task in RENDERED else _BUILDERS[task]()
+
+
+@lru_cache(maxsize=16)
+def splits(
+    task: str, seed: int = SPLIT_SEED, render: int = 0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{'train' | 'val' | 'test': (images (N, 3, 32, 32) in [0, 1], labels (N,))}, stratified.
 
-    The images are fixed; `seed` draws the partition. The probes of seed set k and direct training
-    scored for seed set k (`Recipe.data_seed` k) use seed k, so that each seed set has its own probe
+    `seed` draws the partition of the images of `render` (`images`). The probes of seed set k and direct
+    training scored for seed set k (`Recipe.data_seed` k) use seed k, so that each seed set has its own probe
     sample and direct training never sees that sample's test images."""
     from sklearn.model_selection import train_test_split
 
     if not is_ood(task):
         raise ValueError(f"unknown OOD target {task!r}; known: {list(TARGETS)}")
-    x, y = images(task)
+    x, y = images(task, render)
     idx = np.arange(len(y))
     sizes = HELD_OUT[task]
     rest, test = train_test_split(idx, test_size=sizes["test"], stratify=y, random_state=seed)

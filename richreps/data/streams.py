@@ -221,15 +221,17 @@ class Calibration:
         return -(-len(self.subset) // self.batch)
 
 
-def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
+def cue_splits(recipe: Recipe, device: torch.device | str = "cpu", seed: int = 0) -> dict:
     """Training and validation sets of a cue recipe: the mixture, one transfer task or one OOD target
-    (direct training)."""
+    (direct training). The mixture's pool is `data_seed`'s, or with `pool_per_seed_set` the pool of the
+    seed set of `seed` (`cues.pool_seed`: the same for every run of a seed set, another for the next)."""
     from richreps.data import cues, ood
 
     if ood.is_ood(recipe.cue_task):  # a fixed real dataset: the partition of seed set `data_seed`, so
         # that direct training never trains on the test images of the seed set it is scored for
+        render = recipe.data_seed if recipe.pool_per_seed_set else 0  # seed set k's own images
         parts = {
-            s: [t.to(device) for t in ood.splits(recipe.cue_task, recipe.data_seed)[s]]
+            s: [t.to(device) for t in ood.splits(recipe.cue_task, recipe.data_seed, render)[s]]
             for s in ("train", "val")
         }
         return {s: cues.CueBatch(*parts[s], torch.empty(0), torch.empty(0)) for s in parts}
@@ -240,7 +242,7 @@ def cue_splits(recipe: Recipe, device: torch.device | str = "cpu") -> dict:
         return cues.pretrain_splits(
             recipe.cue_weights,
             sizes,
-            seed=recipe.data_seed,
+            seed=cues.pool_seed(recipe.data_seed, seed, recipe.pool_per_seed_set),
             redundant=recipe.cue_redundant,
             difficulty=recipe.cue_render,
             device=device,
@@ -301,7 +303,7 @@ def make_data(
     if recipe.data == "cues":
         from richreps.data import cues, ood
 
-        splits = cue_splits(recipe, device)
+        splits = cue_splits(recipe, device, seed)
         va = splits["val"]
         if recipe.train_size == 0 and not ood.is_ood(recipe.cue_task):
             stream = FreshCueStream(recipe, micro, seed, rank, device)
