@@ -130,6 +130,8 @@ def _joint(recipe: Recipe, plans: list[Plan], offset: int) -> Recipe | None:
     """CATmax's n members as the towers of one network, tower i starting from member i's initial weights:
     the run of seed (first seed + offset) initialises tower i with member i's seed, first seed + d_i, so
     tower_offsets[i] = d_i - offset, the same in every seed set (they shift their seeds alike)."""
+    if recipe.arch != "small_cnn":  # n ResNet-50 towers at CATmax's FLOPs: not a control anyone planned
+        return None
     offsets = set()
     for p in plans:
         first = p.cats[1][0][0]

@@ -35,11 +35,6 @@ def node_devices(device: Devices) -> list[torch.device]:
     return [device]
 
 
-def first(device: Devices) -> torch.device:
-    """The device whose memory decides a solver (the node's GPUs are alike)."""
-    return node_devices(device)[0]
-
-
 def ordered_map(
     fn: Callable[[T, torch.device], R], items: Iterable[T], devices: Sequence[torch.device]
 ) -> Iterator[R]:
@@ -47,7 +42,7 @@ def ordered_map(
 
     At most two items per device are taken from `items` ahead of the results read, so a lazy source (a
     data loader) is never drained faster than the results are used. An exception in a worker is raised
-    here, in the caller's thread, and stops the others."""
+    here, in the caller's thread; the other workers finish the item they hold and take no more."""
     devices = list(devices)
     if len(devices) == 1:
         yield from (fn(item, 0) for item in items)

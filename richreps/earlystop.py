@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 SWITCH = "early_stop_controls"  # notebook 03's parameter
 SOURCES = {"CAT1-ES": "CAT1", "WIDE1-ES": "WIDE1"}  # each early-stopped control and the run it picks from
@@ -72,8 +73,9 @@ def best_export(curve: Mapping[int, float], candidates: list[int]) -> int:
     return max(candidates, key=lambda s: (curve[s], -s))
 
 
-def picks(plan) -> list[dict[str, tuple[str, int, int, float]]]:
-    """Per seed set of a plan file's record (`planfile.PlanRecord`): {control: (source, seed, step, validation
+def picks(plan: Any) -> list[dict[str, tuple[str, int, int, float]]]:
+    """Per seed set of a plan file's record (`planfile.PlanRecord`, not imported: planfile imports the planner,
+    which imports this module): {control: (source, seed, step, validation
     accuracy)} for CAT1-ES, WIDE1-ES where WIDE1 was trained, and SINGLE-ES, the better of the two (a tie:
     CAT1-ES, the cheaper). Candidates are the source run's exports at every eighth of its main steps."""
     out = []

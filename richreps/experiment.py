@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from richreps import features, members, untrained
+from richreps import featstore, features, members, untrained
 from richreps.config import Recipe
 from richreps.devices import node_devices, ordered_map
 from richreps.members import member_path
@@ -163,6 +163,8 @@ def probe_rows(
     devices = node_devices(device)
     solvers = solvers or solvers_by_task(reps, feats, tasks, shots, devices[0])
     jobs = [(rep, task, k) for rep in reps for task in tasks for k in [*shots, 0]]
+    # the fits run at once, one per device: together they hold the RAM budget one fit held alone
+    ram_share = None if len(devices) == 1 else featstore.ram_budget() / len(devices)
 
     def fit(job: tuple, worker: int) -> dict:
         rep, task, k = job
@@ -170,8 +172,9 @@ def probe_rows(
         classes = int(max(int(sets[s].labels.max()) for s in sets)) + 1
         train = sets["train"] if k == 0 else features.subsample_per_class(sets["train"], k, seed=replicate)
         r = fast_probe(
-            train, sets["val"], sets["test"], grid=grid, device=devices[worker], solver=solvers[(task, k)]
-        )
+            train, sets["val"], sets["test"], grid=grid, device=devices[worker], solver=solvers[(task, k)],
+            ram_bytes=ram_share,
+        )  # fmt: skip
         return {
             "replicate": replicate,
             "method": rep.method,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -111,8 +112,8 @@ class _Partial:
     """The growing files of one extraction (every missing member, and the labels) and its progress record:
     for each chunk written, the batches and rows done and each file's sha256 of the chunk."""
 
-    def __init__(self, folder: Path, data_key: str, keys: list[str]):
-        self.folder, self.data_key, self.keys = folder, data_key, keys
+    def __init__(self, folder: Path, data_key: str, keys: list[str], batch: int = 0):
+        self.folder, self.data_key, self.keys, self.batch = folder, data_key, keys, batch
         self.progress = folder / "progress.json"
         self.files: dict[str, featstore.GrowingArray] | None = None
         self.chunks: list[dict] = []
@@ -126,7 +127,12 @@ class _Partial:
         """Keep the chunks whose bytes match their checksums in every file, up to the first that does not."""
         try:
             rec = json.loads(self.progress.read_text())
-            ok = (rec["format"], rec["data_key"], rec["keys"]) == (FORMAT, self.data_key, self.keys)
+            ok = (rec["format"], rec["data_key"], rec["keys"], rec.get("batch")) == (
+                FORMAT,
+                self.data_key,
+                self.keys,
+                self.batch,
+            )
             dims, chunks = rec["dims"], rec["chunks"] if ok else []
         except (OSError, ValueError, KeyError, TypeError):
             dims, chunks = {}, []
@@ -172,6 +178,7 @@ class _Partial:
                 "format": FORMAT,
                 "data_key": self.data_key,
                 "keys": self.keys,
+                "batch": self.batch,  # the rows of a batch: the count of batches done means nothing without it
                 "dims": dims,
                 "chunks": self.chunks,
             },
@@ -270,15 +277,20 @@ def extract(
             got = {k: m.features(x).float().half().cpu().numpy() for k, m in replicas[worker].items()}
         return got, y, len(x)
 
+    source = iter(tqdm(batches(), desc=desc, unit="batch", leave=False))
+    first = next(source, None)
+    # a partial extraction resumes by its batch count, so it is kept only for the same batch size (CUDA
+    # extracts 1,024 at a time, the CPU 128): another size starts it afresh instead of skipping rows
+    size = 0 if first is None else len(first[1])
     partial = _Partial(
-        Path(cache_dir) / "partial" / _hash("|".join(sorted(todo)) + data_key), data_key, sorted(todo)
+        Path(cache_dir) / "partial" / _hash("|".join(sorted(todo)) + data_key), data_key, sorted(todo), size
     )
     flush_bytes = featstore.ram_budget(ram_bytes) // 2
     bufs: dict[str, np.ndarray] = {}  # one chunk buffer per member, filled batch by batch, reused
     labels = np.empty(0, np.int64)
     fill, start, done = 0, partial.batches, partial.batches
-    source = tqdm(batches(), desc=desc, unit="batch", leave=False)
-    wanted = (batch for b, batch in enumerate(source) if b >= start)  # earlier ones: in a chunk on disk
+    every = itertools.chain([] if first is None else [first], source)
+    wanted = (batch for b, batch in enumerate(every) if b >= start)  # earlier ones: in a chunk on disk
     for b, (got, y, rows) in enumerate(ordered_map(run, wanted, devices), start):
         if fill + rows > len(labels):  # the buffers are full: write them out, or make them
             if fill:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -94,7 +95,7 @@ def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd
 PLATEAU_TOLERANCE = 0.01  # revision 2: a last export at most 1 point above the best earlier one has plateaued
 
 
-def seed_mean_plateaued(curves) -> bool:
+def seed_mean_plateaued(curves: Iterable[str]) -> bool:
     """Revision 2's plateau: the seed-mean validation curve of direct training (each row's "val curve", its
     exports' validation accuracies) ends at most `PLATEAU_TOLERANCE` above its best earlier export."""
     parsed = [{int(s): a for s, a in json.loads(c).items()} for c in curves]
@@ -131,9 +132,10 @@ def range_keep_rule(
     """A target can discriminate when its range is wide: kept, or not and why (first failing reason).
 
     `ceiling` is direct training's test accuracy at its best validation export, averaged over
-    `ceiling_seeds` seeds; `plateaued` says that best export was not the last one (the run went past
-    its plateau, so the ceiling is not an under-trained lower bound). Kept when the ceiling stands at
-    least `RANGE_MIN` above both the floor (what random features read) and chance.
+    `ceiling_seeds` seeds; `plateaued` says the runs went past their plateau, so the ceiling is not an
+    under-trained lower bound (revision 2: `seed_mean_plateaued`; version 1: every seed's best export was
+    not its last). Kept when the ceiling stands at least `RANGE_MIN` above both the floor (what random
+    features read) and chance.
     """
     missing = _unmeasured(floor, ceiling)
     if missing:
@@ -142,7 +144,7 @@ def range_keep_rule(
         seeds = f"{ceiling_seeds} seed" + ("" if ceiling_seeds == 1 else "s")
         return False, f"ceiling from {seeds} (needs {CEILING_SEEDS_MIN})"
     if not plateaued:
-        return False, "ceiling still rising: the best validation export is the last one"
+        return False, "ceiling still rising at its last export (not past its plateau)"
     if ceiling - floor < RANGE_MIN:
         return False, f"ceiling within {RANGE_MIN * 100:.0f} points of the floor"
     if ceiling - chance < RANGE_MIN:

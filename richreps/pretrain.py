@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -53,7 +54,7 @@ from richreps.checkpoints import (
     start_of_run,
 )
 from richreps.config import SEED_MAX, STEPS_RULE, Recipe, rule_error, rule_text
-from richreps.data import shared_index
+from richreps.data import ImageIndex, shared_index
 from richreps.data.prefetch import Prefetcher
 from richreps.data.streams import make_data
 from richreps.io import atomic_path, read_jsonl, unwritable, write_json
@@ -142,6 +143,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate(args: argparse.Namespace) -> None:
     """Fail in one line, naming the flag, before any data or model is built."""
+    towers = [args.seed + o for o in getattr(args, "tower_offsets", ()) or ()]
+    if any(not 0 <= s <= SEED_MAX for s in towers):
+        raise SystemExit(
+            f"error: --tower-offsets {list(args.tower_offsets)}: with --seed {args.seed} the towers' seeds {towers} "
+            f"leave [0, {SEED_MAX}]"
+        )
     why = unwritable(args.out)  # a file is created and removed there (or in its nearest existing parent)
     if why:
         raise SystemExit(f"error: --out {args.out}: {why}")
@@ -295,7 +302,9 @@ def resolve_decode(args: argparse.Namespace, device: torch.device) -> str:
     return args.decode or ("gpu" if device.type == "cuda" else "cpu")
 
 
-def build(args: argparse.Namespace, rank: int, world: int, device: torch.device, index=None) -> Trainer:
+def build(
+    args: argparse.Namespace, rank: int, world: int, device: torch.device, index: ImageIndex | None = None
+) -> Trainer:
     """Data, model and optimizer for `args`, as a fresh run (resume loads into it). `index`: the start's
     ImageNet listing, shared by the ranks (`data.shared_index`); listed here when not given."""
     recipe = Recipe.from_namespace(args)
@@ -473,7 +482,9 @@ def train(args: argparse.Namespace) -> dict:
             )
 
             if log_now or export or due:  # the host waits for the device here, and only here
-                bad = int(all_max(float(t.first_bad), device, world))
+                first = float(t.first_bad) or math.inf  # 0: this rank saw none
+                bad = -all_max(-first, device, world)  # the earliest bad step of any rank
+                bad = 0 if math.isinf(bad) else int(bad)
                 if bad:
                     msg = f"non-finite loss at step {bad} (seed {args.seed}); last good checkpoint: {ckpt_path or 'none'}"
                     if master:

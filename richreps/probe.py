@@ -20,6 +20,7 @@ import argparse
 import logging
 import math
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +136,11 @@ def stopping_rule(solver: str, max_iter: int = 100, tolerance_grad: float = TOLE
     )
 
 
+_TF32_LOCK = threading.Lock()
+_TF32_USERS = [0]  # fits inside `_tf32` now
+_TF32_BEFORE: list = [None]  # the setting before the first of them
+
+
 @contextmanager
 def _tf32(device: torch.device) -> Iterator[bool]:
     """TF32 for the probe's float32 matmuls on CUDA (float32 accumulation; inputs rounded to 10-bit
@@ -145,18 +151,26 @@ def _tf32(device: torch.device) -> Iterator[bool]:
         return
     matmul = torch.backends.cuda.matmul
     new_api = hasattr(matmul, "fp32_precision")
-    before = matmul.fp32_precision if new_api else matmul.allow_tf32
-    if new_api:
-        matmul.fp32_precision = "tf32"
-    else:  # pragma: no cover - torch < 2.9
-        matmul.allow_tf32 = True
+    # the setting is the process's, and fits run one per GPU in threads (richreps.devices): the first fit
+    # in sets it, the last one out restores it, so no fit runs while another switches it back
+    with _TF32_LOCK:
+        if _TF32_USERS[0] == 0:
+            _TF32_BEFORE[0] = matmul.fp32_precision if new_api else matmul.allow_tf32
+            if new_api:
+                matmul.fp32_precision = "tf32"
+            else:  # pragma: no cover - torch < 2.9
+                matmul.allow_tf32 = True
+        _TF32_USERS[0] += 1
     try:
         yield True
     finally:
-        if new_api:
-            matmul.fp32_precision = before
-        else:  # pragma: no cover - torch < 2.9
-            matmul.allow_tf32 = before
+        with _TF32_LOCK:
+            _TF32_USERS[0] -= 1
+            if _TF32_USERS[0] == 0:
+                if new_api:
+                    matmul.fp32_precision = _TF32_BEFORE[0]
+                else:  # pragma: no cover - torch < 2.9
+                    matmul.allow_tf32 = _TF32_BEFORE[0]
 
 
 def _standardise(block: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -186,7 +186,18 @@ def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
     notes: list[str] = []
     main_controls = _control_plans(values, recipe, plans, notes)
     found = variants(values, recipe, [])
-    return Study(recipe, plans, other, main_controls, found, notes, bool(values.get(earlystop.SWITCH)))
+    study = Study(recipe, plans, other, main_controls, found, notes, bool(values.get(earlystop.SWITCH)))
+    if recipe.pool_per_seed_set:  # the pool is drawn from seed // 100 (data.cues.pool_seed): it must be k
+        for _, _, ps in study.trained():
+            for k, p in enumerate(ps):
+                wrong = [r.seed for r in p.runs if r.seed // 100 != k]
+                if wrong:
+                    raise ValueError(
+                        f"seeds: pool_per_seed_set draws seed set {k}'s pool from seed // 100, and its run(s) of "
+                        f"seed {wrong} would draw another set's; keep every seed, with the controls' offsets "
+                        "(50, 60), below 100"
+                    )
+    return study
 
 
 def describe(study: Study) -> list[str]:

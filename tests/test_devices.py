@@ -79,3 +79,21 @@ def test_probes_on_two_devices_give_the_rows_of_one():
     two = experiment.probe_rows(reps, feats, ["t"], [1e-2, 1e-3], [5], 0, TWO)
     assert [(r["method"], r["shots"]) for r in two] == [(r["method"], r["shots"]) for r in one]
     assert two == one
+
+
+def test_a_partial_extraction_in_batches_of_another_size_starts_afresh_instead_of_skipping_rows(tmp_path):
+    data, labels = torch.randn(100, 4), torch.arange(100) % 3
+
+    def batches(size: int, fail_at: int | None = None):
+        def source():
+            for b, i in enumerate(range(0, 100, size)):
+                if b == fail_at:
+                    raise OSError("killed")
+                yield data[i : i + size], labels[i : i + size]
+
+        return source
+
+    with pytest.raises(OSError, match="killed"):  # 6 batches of 10 rows kept in two chunks on disk
+        features.extract({"a": Identity()}, batches(10, fail_at=7), "toy", tmp_path, chunk_batches=3)
+    got = features.extract({"a": Identity()}, batches(20), "toy", tmp_path, chunk_batches=3)["a"]
+    assert torch.equal(got.features.tensor(), data.half()) and torch.equal(got.labels, labels)

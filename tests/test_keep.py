@@ -5,6 +5,7 @@ import json
 import math
 
 import pandas as pd
+import pytest
 import torch
 
 from richreps import features, keep, verdicts
@@ -90,3 +91,17 @@ def test_each_seed_set_probes_its_own_rendering_of_the_ood_targets():
     a, b = ood.images("uci_plasma", 1)[0], ood.images("uci_plasma", 2)[0]
     assert a.shape == b.shape and not torch.equal(a, b)  # drawn afresh, not re-partitioned
     assert torch.equal(ood.images("uci_plasma", 0)[0], ood.images("uci_plasma")[0])  # version 1's images
+
+
+def test_a_seed_set_whose_runs_would_draw_another_sets_pool_is_refused_naming_seeds():
+    from test_controls import TINY, VALUES
+
+    from richreps import study
+
+    with pytest.raises(
+        ValueError, match=r"^seeds: pool_per_seed_set draws seed set 0's pool from seed // 100"
+    ):
+        study.plan_study(
+            {**VALUES, "seeds": [60, 61], "wide_control": True}, TINY.replace(pool_per_seed_set=True)
+        )
+    study.plan_study({**VALUES, "seeds": [0, 1], "wide_control": True}, TINY.replace(pool_per_seed_set=True))

@@ -1,6 +1,7 @@
 """Pretraining: the compute plan, shared-prefix exactness, kill-and-resume, BN at the evaluation point."""
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -267,6 +268,21 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
         pretrain.train(args_for(tmp_path, 30, "--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"))
     with pytest.raises(pretrain.NonFiniteLoss):  # a restart does not retrain into the same NaN
         pretrain.train(args_for(tmp_path, 30, "--lr", "1e30", "--weight-decay", "0", "--ckpt-every", "1"))
+
+
+def test_a_non_finite_step_between_two_checks_is_named_as_a_check_at_every_step_names_it(tmp_path):
+    """The step no longer reads the device: the first bad step is recorded there and read at the next log,
+    export or checkpoint step, before anything is written; it names the step a per-step check names."""
+    nan = ["--lr", "1e30", "--weight-decay", "0"]
+    steps = []
+    for name, every in (("each", "1"), ("deferred", "10")):
+        with pytest.raises(pretrain.NonFiniteLoss) as e:
+            pretrain.train(args_for(tmp_path / name, 30, *nan, "--ckpt-every", every, "--log-every", every))
+        steps.append(json.loads((tmp_path / name / "FAILED_seed0.json").read_text())["step"])
+        assert f"at step {steps[-1]} " in str(e.value)
+    assert steps[0] == steps[1]
+    ckpts = sorted((tmp_path / "deferred" / "ckpt" / "seed0").glob("step*.pt"))
+    assert all(int(p.stem[4:]) < steps[1] for p in ckpts)  # no checkpoint of a step after the bad one
 
 
 def test_bad_flags_fail_before_training(tmp_path):

@@ -11,10 +11,15 @@ restored with `state_dict` / `load_state_dict`, as `ResumableSampler` does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from richreps.config import Recipe
 from richreps.data.sampler import EpochTagged, ResumableSampler
+
+if TYPE_CHECKING:
+    from richreps.data.folders import ImageIndex
 
 
 class _Stream:
@@ -290,7 +295,7 @@ def make_data(
     micro: int,
     workers: int | None = None,
     decode: str = "cpu",
-    index=None,
+    index: ImageIndex | None = None,
 ):
     """(train stream, calibration batches, validation batches, number of classes).
 
