@@ -150,7 +150,8 @@ WIDE1 = register(
         50,
         _widened,
         why="one network of CATmax's feature dimension (small_cnn's last stage x CATmax), CAT1's steps: "
-        "the paper's Table 2 baseline, and the primary contrast of results/PLAN.md",
+        "the paper's Table 2 baseline (the primary contrast of results/PLAN.md version 1; revision 2's is CATmax - "
+        "SINGLE-ES)",
     )
 )
 JOINT = register(
