@@ -77,9 +77,7 @@ def test_report_states_agreement_and_difference_by_the_verdicts(tmp_path):
     assert "In distribution, `mixture (IID)`: CAT5 - CAT1" in other
     # a direct-versus-probe gap of 70 points is far outside the plan's margin around the paper's 3 and 9
     assert "Direct training on `shape` reaches 95.0 %" in other
-    assert re.search(
-        r"the gap \(\+\d+\.\d\) does not agree with the paper's Table 1 gaps of 3 and 9", other
-    )
+    assert re.search(r"the gap \(\+\d+\.\d\) does not agree with the paper's Table 1 gaps of 3 and 9", other)
     write_tables(tmp_path, probes_long(-0.05))
     differ = sections(write_report(tmp_path).read_text())["Where they differ"]
     assert "`shape`: CAT5 - CAT1 = -4.7 [" in differ
