@@ -86,7 +86,8 @@ def picks(plan: Any) -> list[dict[str, tuple[str, int, int, float]]]:
             sources["WIDE1-ES"] = (wide.run_dir, wide.members[k], wide.along[k] if wide.along else [])
         chosen = {}
         for name, (run_dir, (seed, steps), exports) in sources.items():
-            candidates = [s for s in eighths(steps) if (seed, s) in {tuple(e) for e in exports} or s == steps]
+            exported = {tuple(e) for e in exports}
+            candidates = [s for s in eighths(steps) if (seed, s) in exported or s == steps]
             if len(candidates) < len(eighths(steps)):
                 raise ValueError(
                     f"{name}: {SOURCES[name]}'s run of seed {seed} exports {sorted(s for _, s in exports)}, not every "
