@@ -5,6 +5,7 @@
     reps = untrained.add_untrained_controls(reps, plan.recipe, plan.cats, output_dir / "untrained")
     reps = add_controls(reps, plan.controls, output_dir / "untrained")      # WIDE1, JOINT5 and their twins
     reps = add_early_stopped(reps, plan, output_dir / "untrained")          # CAT1-ES, WIDE1-ES, SINGLE-ES
+    breps = sweep_representations(plan)                                     # CAT1, CATmax, controls per budget
     rows = probe_cues(reps, recipe, tasks, sizes, grid, shots, cache)
 
 Every member comes from `richreps.members` with its recorded recipe; the mixture's weights are the
@@ -97,12 +98,20 @@ def add_early_stopped(
     out = {}
     for k, rs in reps.items():
         extra = []
-        for name, (source, seed, step, _) in chosen[k].items():
-            run_dir, recipe = (plan.run_dir, plan.recipe) if source == "CAT1" else _control_run(plan, source)
-            extra.append(_rep(name, [(seed, step)], run_dir, recipe))
-            extra.append(untrained.untrained_control(name, recipe, seed, folder))
+        for rep, (name, recipe, seed) in zip(*_early_stopped(plan, chosen[k])):
+            extra += [rep, untrained.untrained_control(name, recipe, seed, folder)]
         out[k] = [*rs, *extra]
     return out
+
+
+def _early_stopped(plan: PlanRecord, chosen: dict) -> tuple[list[Representation], list[tuple]]:
+    """One seed set's picks as representations, and each one's (name, recipe, seed) for its twin."""
+    reps, whose = [], []
+    for name, (source, seed, step, _) in chosen.items():
+        run_dir, recipe = (plan.run_dir, plan.recipe) if source == "CAT1" else _control_run(plan, source)
+        reps.append(_rep(name, [(seed, step)], run_dir, recipe))
+        whose.append((name, recipe, seed))
+    return reps, whose
 
 
 def _control_run(plan: PlanRecord, name: str) -> tuple[Path, Recipe]:
@@ -162,13 +171,16 @@ def probe_rows(
     node's devices (`devices.ordered_map`: "cuda" is every GPU); the rows come back in this order."""
     devices = node_devices(device)
     solvers = solvers or solvers_by_task(reps, feats, tasks, shots, devices[0])
-    jobs = [(rep, task, k) for rep in reps for task in tasks for k in [*shots, 0]]
+    # one fit per distinct network: a representation listed twice (SINGLE-ES is one of CAT1-ES and WIDE1-ES;
+    # an early stop at the run's end is CAT1 itself) gets the same fit's numbers, which a refit would repeat
+    distinct = list(dict.fromkeys(rep.files for rep in reps))
+    jobs = [(files, task, k) for files in distinct for task in tasks for k in [*shots, 0]]
     # the fits run at once, one per device: together they hold the RAM budget one fit held alone
     ram_share = None if len(devices) == 1 else featstore.ram_budget() / len(devices)
 
     def fit(job: tuple, worker: int) -> dict:
-        rep, task, k = job
-        sets = {s: features.concat([feats[task][s][f] for f in rep.files]) for s in ("train", "val", "test")}
+        files, task, k = job
+        sets = {s: features.concat([feats[task][s][f] for f in files]) for s in ("train", "val", "test")}
         classes = int(max(int(sets[s].labels.max()) for s in sets)) + 1
         train = sets["train"] if k == 0 else features.subsample_per_class(sets["train"], k, seed=replicate)
         r = fast_probe(
@@ -176,11 +188,6 @@ def probe_rows(
             ram_bytes=ram_share,
         )  # fmt: skip
         return {
-            "replicate": replicate,
-            "method": rep.method,
-            "n": rep.n,
-            "steps_per_member": rep.steps_per_member,
-            "compute_steps": rep.compute_steps,
             "task": IID if task == "mixture" else task,
             "chance": 1.0 / classes,
             "shots": "all" if k == 0 else k,
@@ -196,7 +203,20 @@ def probe_rows(
             "max |gradient|": r.grad_max[r.weight_decay],
         }
 
-    return list(ordered_map(fit, jobs, devices))
+    fits = dict(zip(jobs, ordered_map(fit, jobs, devices)))
+    return [
+        {
+            "replicate": replicate,
+            "method": rep.method,
+            "n": rep.n,
+            "steps_per_member": rep.steps_per_member,
+            "compute_steps": rep.compute_steps,
+            **fits[(rep.files, task, k)],
+        }
+        for rep in reps
+        for task in tasks
+        for k in [*shots, 0]
+    ]
 
 
 def probe_cues(
@@ -330,6 +350,19 @@ def budget_representations(
     }
 
 
+def sweep_representations(plan: PlanRecord) -> dict[int, dict[int, list[Representation]]]:
+    """`budget_representations` of a plan file's record, with CAT1-ES, WIDE1-ES and SINGLE-ES at every
+    budget where its runs exported every eighth of that budget (`early_stop_sweep`): the map's cells."""
+    breps = budget_representations(plan.sweeps, plan.run_dir, plan.recipe, plan.controls)
+    if plan.early_stop_sweep:
+        from richreps import earlystop
+
+        for b in sorted({b for sweep in plan.sweeps for b in sweep}):
+            for k, chosen in enumerate(earlystop.picks(plan, b)):
+                breps[k][b] += _early_stopped(plan, chosen)[0]
+    return breps
+
+
 def trajectory_representations(
     trajectories: list[list[tuple[int, int]]], run_dir: str | Path, recipe: Recipe
 ) -> dict[int, list[Representation]]:
@@ -362,20 +395,15 @@ def probe_extras(
     feats = set_features(by_set, recipe, tasks, sizes, cache, device)  # each seed set its own sample
     first = next(iter(by_set))
     solvers = solvers_by_task(by_set[first], feats[first], tasks, [], device)  # the sweep's largest CAT
-    swept, done = [], {}
-    for k, by_b in breps.items():
-        for b, rs in by_b.items():
-            for rep in rs:
-                rows = probe_rows([rep], feats[k], tasks, grid, [], k, device, solvers)
-                done[(k, rep.files)] = rows
-                swept += [{**row, "budget": b} for row in rows]
-    traj = []
-    for k, rs in treps.items():
-        for rep in rs:  # a trajectory step that is also a budget's CAT1 reuses its probes (same features)
-            cached = done.get((k, rep.files))
-            traj += (
-                cached
-                if cached is not None
-                else probe_rows([rep], feats[k], tasks, grid, [], k, device, solvers)
-            )
+    swept, traj = [], []
+    for k in by_set:  # one call per seed set: a network in two places (a budget's CAT1 along the trajectory,
+        placed = [(b, rep) for b, rs in breps.get(k, {}).items() for rep in rs]  # an ES pick) is fitted once
+        placed += [(None, rep) for rep in treps.get(k, [])]
+        rows = probe_rows([rep for _, rep in placed], feats[k], tasks, grid, [], k, device, solvers)
+        for i, (b, _) in enumerate(placed):
+            part = rows[i * len(tasks) : (i + 1) * len(tasks)]
+            if b is None:
+                traj += part
+            else:
+                swept += [{**row, "budget": b} for row in part]
     return swept, traj

@@ -287,11 +287,11 @@ def plot_budget_sweep(gains: pd.DataFrame, kept: list[str]) -> plt.Figure:
 
 
 def plot_map(table: pd.DataFrame, kept: list[str], contrast: str) -> plt.Figure:
-    """The map (`regimes.table`): CATmax - `contrast` (WIDE1 or CAT1) in points with 95 % paired intervals
-    against the budget, one panel per pretraining pool, one line per target (kept ones solid)."""
-    from richreps.verdicts import CONTRASTS
+    """The map (`regimes.table`): CATmax - `contrast` (CAT1 or a control) in points with 95 % paired
+    intervals against the budget, one panel per pretraining pool, one line per target (kept ones solid)."""
+    from richreps.verdicts import contrast_columns
 
-    y, lo, hi = CONTRASTS[contrast]
+    y, lo, hi = contrast_columns(contrast)
     pools = list(dict.fromkeys(table.sort_values("pool_size")["pool"]))
     fig, axes = plt.subplots(1, len(pools), figsize=(4.2 * len(pools) + 1.5, 3.6), sharey=True, squeeze=False)
     n = int(table["n_max"].max())

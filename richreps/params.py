@@ -46,7 +46,7 @@ LIST_MAX = 1_000  # values in any list (a grid, the seeds, the budgets): more is
 # and it would be found only after compute has started. key -> (rule, as in a comment, and why)
 LIMITS = {
     **{key: (f"below {STEPS_MAX}", STEPS_WHY) for key in (
-        "baseline_steps", "total_steps", "warmup_steps", "plateau_step", "sweep_budgets", "trajectory_steps",
+        "baseline_steps", "total_steps", "warmup_steps", "plateau_step", "sweep_budgets", "trajectory_steps", "map_plateaus",
         "direct_steps", "direct_equal_steps",
     )},
     **{key: (f"below {IMAGES_MAX}", IMAGES_WHY) for key in (

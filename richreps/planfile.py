@@ -55,6 +55,7 @@ class PlanRecord:
     trajectories: list[Members] = field(default_factory=list)  # per seed set: CAT1's seed along its run
     controls: list[ControlRecord] = field(default_factory=list)
     early_stop: bool = False  # CAT1's and WIDE1's runs export every eighth (richreps.earlystop)
+    early_stop_sweep: bool = False  # ... of every sweep budget too: the early-stopped controls in every cell
 
     def control(self, name: str) -> ControlRecord | None:
         return next((c for c in self.controls if c.name == name), None)
@@ -66,13 +67,17 @@ class VariantRecord:
     key: str
     value: float | int
     plan: PlanRecord
+    changes: dict = field(default_factory=dict)  # every recipe field the variant changes (`key` among them)
+    plateau: int = 0  # a pool's pilot plateau (richreps.study.pool_values), 0: none
 
 
 def _cats(cats: dict[int, Members]) -> dict[str, list[list[int]]]:
     return {str(n): [list(m) for m in ms] for n, ms in cats.items()}
 
 
-def _record(folder: str, recipe: Recipe, plans: list[Plan], ctrls: list[ControlPlan]) -> dict:
+def _record(
+    folder: str, recipe: Recipe, plans: list[Plan], ctrls: list[ControlPlan], early_stop: tuple[bool, bool]
+) -> dict:
     """One plan record; `folder` (relative to the file) holds the run folders."""
 
     def rel(r: Recipe) -> str:
@@ -85,6 +90,8 @@ def _record(folder: str, recipe: Recipe, plans: list[Plan], ctrls: list[ControlP
         "seed_sets": [_cats(p.cats) for p in plans],
         "sweeps": [{str(b): _cats(by_n) for b, by_n in p.sweep.items()} for p in plans],
         "trajectories": [[list(m) for m in p.trajectory] for p in plans],
+        "early_stop": early_stop[0],
+        "early_stop_sweep": early_stop[1],
         "controls": [
             {
                 "name": c.name,
@@ -109,14 +116,19 @@ def write(pretrain_dir: str | Path, study: Study) -> Path:
     """plan.json and variants.json of `study` under `pretrain_dir`; returns the main run's folder."""
     pretrain_dir = Path(pretrain_dir)
     variants = [
-        {"kind": v.kind, "key": v.key, "value": v.value, **_record(v.folder, v.recipe, v.plans, v.controls)}
+        {
+            "kind": v.kind,
+            "key": v.key,
+            "value": v.value,
+            "changes": v.changes,
+            "plateau": v.plateau,
+            **_record(v.folder, v.recipe, v.plans, v.controls, v.early_stop),
+        }  # fmt: skip
         for v in study.variants
     ]
     write_json(pretrain_dir / VARIANTS_FILE, variants)
-    write_json(
-        pretrain_dir / PLAN_FILE,
-        {**_record(".", study.recipe, study.plans, study.controls), "early_stop": study.early_stop},
-    )
+    flags = (study.early_stop, study.early_stop_sweep)
+    write_json(pretrain_dir / PLAN_FILE, _record(".", study.recipe, study.plans, study.controls, flags))
     return pretrain_dir / study.recipe.tag()
 
 
@@ -149,6 +161,7 @@ def _parse(record: dict, base: Path) -> PlanRecord:
             for c in record["controls"]
         ],
         bool(record.get("early_stop", False)),
+        bool(record.get("early_stop_sweep", False)),
     )
 
 
@@ -173,12 +186,15 @@ def read_variants(pretrain_dir: str | Path, kind: str | None = None) -> list[Var
     main = read(pretrain_dir).recipe
     out = []
     for rec in json.loads(path.read_text()):
-        v = VariantRecord(rec["kind"], rec["key"], rec["value"], _parse(rec, pretrain_dir))
-        expected = main.replace(**{v.key: v.value})
-        if v.plan.recipe != expected:
+        changes = rec.get("changes") or {rec["key"]: rec["value"]}
+        v = VariantRecord(rec["kind"], rec["key"], rec["value"], _parse(rec, pretrain_dir), changes,
+                          int(rec.get("plateau", 0)))  # fmt: skip
+        expected = main.replace(**changes)
+        if v.key not in changes or v.plan.recipe != expected:
+            said = ", ".join(f"{k} {x}" for k, x in changes.items())
             raise ValueError(
                 f"{path}: the {v.kind} {v.key} {v.value} has recipe {v.plan.recipe.tag()}, not the main run's "
-                f"with {v.key} {v.value} ({expected.tag()}); run notebook 03 again"
+                f"with {said} ({expected.tag()}); run notebook 03 again"
             )
         if kind is None or v.kind == kind:
             out.append(v)

@@ -511,7 +511,7 @@ def train(args: argparse.Namespace) -> dict:
                 member = member_at_x(raw, opt, calib, device) if master else None
                 if master and step in exports:
                     members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
-                if master and (want_eval or step == args.steps):
+                if master:  # every export is evaluated: the early-stopped controls pick among exports by it
                     if step == args.steps and pause_at == "final-eval":
                         hold_for_fault_test(out, args.seed)
                     rec = {"step": step, **evaluate(member, val, device, amp)}

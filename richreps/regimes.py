@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from richreps.study import pool_name
-from richreps.verdicts import CONTRASTS
+from richreps.verdicts import contrast_columns, contrasts_in
 
 # The map's table, sentences and report section import no torch (report.md anywhere): the plan file and
 # the probes are imported where the map is probed.
@@ -40,9 +40,8 @@ def probe(
 
     rows: list[dict] = []
     for v in planfile.read_variants(pretrain_dir, "pool"):
-        plan = v.plan
-        breps = experiment.budget_representations(plan.sweeps, plan.run_dir, plan.recipe, plan.controls)
-        swept, _ = experiment.probe_extras(breps, {}, plan.recipe, tasks, sizes, grid, cache, device)
+        breps = experiment.sweep_representations(v.plan)  # with the early-stopped controls where planned
+        swept, _ = experiment.probe_extras(breps, {}, v.plan.recipe, tasks, sizes, grid, cache, device)
         rows += [{**r, "pool": v.value} for r in swept]
     return rows
 
@@ -63,10 +62,10 @@ def table(main_swept: list[dict], rows: list[dict], main_pool: int) -> pd.DataFr
 
 
 def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
-    """One plain sentence on one contrast of the map (`contrast`: WIDE1 or CAT1), whatever its direction:
+    """One plain sentence on one contrast of the map (`contrast`: CAT1 or a control), whatever its direction:
     how many (pool, budget, kept target) cells have their 95 % interval above 0, below 0 or across it, and
     the same counts at the smallest and the largest budget."""
-    mean, low, high = CONTRASTS[contrast]
+    mean, low, high = contrast_columns(contrast)
     cells = table[table["target"].isin(kept)].dropna(subset=[mean]) if mean in table else table.iloc[0:0]
     if cells.empty:
         return [f"- CATmax - {contrast}: not measured on any kept target in this run."]
@@ -90,7 +89,9 @@ def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
     ]
 
 
-FIGURES = {"WIDE1": "04_map_vs_wide1", "CAT1": "04_map_vs_cat1"}  # one figure per contrast
+def figure_name(contrast: str) -> str:
+    """The map's figure of CATmax - `contrast`: 04_map_vs_cat1, 04_map_vs_wide1, 04_map_vs_joint5, ..."""
+    return "04_map_vs_" + contrast.lower().replace("-", "_")
 
 
 def write_outputs(out_dir: str | Path, table: pd.DataFrame | None, kept: list[str]) -> list[str]:
@@ -102,31 +103,69 @@ def write_outputs(out_dir: str | Path, table: pd.DataFrame | None, kept: list[st
     saved = []
     if table is not None:
         io.write_table(table, out, "04_map", index=False)
-        for contrast, name in FIGURES.items():
-            if CONTRASTS[contrast][0] in table and table[CONTRASTS[contrast][0]].notna().any():
+        for contrast in contrasts_in(table):
+            if table[contrast_columns(contrast)[0]].notna().any():
+                name = figure_name(contrast)
                 figures.save(figures.plot_map(table, kept, contrast), out, name)
                 saved.append(name)
-    stale = [*(["04_map"] if table is None else []), *(n for n in FIGURES.values() if n not in saved)]
-    for stem in stale:  # an earlier run's map, or a contrast this run did not measure (no WIDE1)
-        for path in [*(out / "tables").glob(f"{stem}.*"), *(out / "figures").glob(f"{stem}.*")]:
-            path.unlink()
+    stale = [p for p in [*(out / "tables").glob("04_map.*"), *(out / "figures").glob("04_map_vs_*.*")]
+             if table is None or (p.parent.name == "figures" and p.stem not in saved)]  # fmt: skip
+    for path in stale:  # an earlier run's map, or a contrast this run did not measure (no WIDE1)
+        path.unlink()
     return saved
 
 
-def compact(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
-    """The map as one row per (pool, budget) and one column per kept target and contrast:
-    'mean [low, high]' in points (`verdicts.fmt_interval`), for the report."""
+def compact(table: pd.DataFrame, kept: list[str], contrast: str | None = None) -> pd.DataFrame:
+    """The map as one row per (pool, budget) and one column per kept target and contrast (`contrast`: that
+    one only, a column per kept target): 'mean [low, high]' in points (`verdicts.fmt_interval`)."""
     from richreps.verdicts import fmt_interval
 
+    names = contrasts_in(table) if contrast is None else [contrast]
     rows = []
     for (_, pool, steps), g in table.groupby(["pool_size", "pool", "budget"], sort=True):
         row = {"pool": pool, "budget": int(steps)}
         for _, r in g[g["target"].isin(kept)].iterrows():
-            for contrast, (mean, low, high) in CONTRASTS.items():
-                if mean in r:
-                    row[f"{r['target']} vs {contrast}"] = fmt_interval(r[mean], r[low], r[high])
+            for name in names:
+                mean, low, high = contrast_columns(name)
+                row[r["target"] if contrast else f"{r['target']} vs {name}"] = fmt_interval(
+                    r[mean], r[low], r[high]
+                )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def erasures(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
+    """results/PLAN.md revision 3's summary of the map: per control and pool, the (budget, kept target) cells
+    where CATmax - CAT1's interval lies above 0 (a gain), and how many of them the control erases (CATmax -
+    control's interval contains 0 or lies below it). Counts only, no test: the map is descriptive."""
+    cells = table[table["target"].isin(kept) & (table["low"] > 0)]
+    rows = []
+    for name in contrasts_in(table)[:-1]:
+        mean, low, _ = contrast_columns(name)
+        for (_, pool), g in cells.dropna(subset=[mean]).groupby(["pool_size", "pool"], sort=True):
+            erased = g[g[low] <= 0]
+            rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
+                         "erased": len(erased),
+                         "where": ", ".join(f"{r.target} at {int(r.budget)}" for r in erased.itertuples())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["control", "pool", "cells with a gain over CAT1", "erased", "where"])
+
+
+def erasure_lines(found: pd.DataFrame) -> list[str]:
+    """One sentence per control from `erasures`: in how many gain cells of each pool it erases the gain."""
+    lines = []
+    for name, g in found.groupby("control", sort=False):
+        parts = [
+            f"{int(r['erased'])} of {int(r['cells with a gain over CAT1'])} on the {r['pool']}"
+            for _, r in g.iterrows()
+        ]
+        lines.append(
+            f"- **{name}** erases CATmax's gain over CAT1 in "
+            + "; ".join(parts)
+            + " (cells: budget x kept target)."
+        )
+    return lines or [
+        "- No cell shows a gain of CATmax over CAT1 on a kept target, so no control has one to erase."
+    ]
 
 
 def saved_lines(out_dir: str | Path) -> dict[str, list[str]] | None:
@@ -139,4 +178,4 @@ def saved_lines(out_dir: str | Path) -> dict[str, list[str]] | None:
     calib_path = tables / "04_calibration.csv"
     calib = pd.read_csv(calib_path, index_col=0) if calib_path.exists() else None
     kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
-    return {name: map_lines(table, kept, contrast) for contrast, name in FIGURES.items()}
+    return {figure_name(c): map_lines(table, kept, c) for c in contrasts_in(table)}

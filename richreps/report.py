@@ -241,13 +241,17 @@ def _table3(out: Path) -> tuple[list[str], list[str], list[str], list[str]]:
                 "where it reports no benefit from concatenation."
             )
         elif r.get("verdict (Holm)", r["verdict"]) == "agrees":  # only what survives Holm is counted for
+            above = verdicts.primary_name(table)
+            above = "both" if above == verdicts.WIDE1 else above  # version 1: above WIDE1 and CAT1
             agree.append(
-                f"{text}: CAT{n_max} above both; the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+                f"{text}: CAT{n_max} above {above}{verdicts.joint_clause(table, task)}; the paper's CAT5 - CAT1 is "
+                f"positive on every OOD target ({paper_ood})."
             )
         elif r.get("verdict (Holm)", r["verdict"]) == "differs":
             below = verdicts.primary_name(table)
             differ.append(
-                f"{text}: CAT{n_max} is below {below}, where the paper's CAT5 - CAT1 is positive on every OOD target ({paper_ood})."
+                f"{text}: CAT{n_max} is below {below}, where the paper's CAT5 - CAT1 is positive on every OOD "
+                f"target ({paper_ood})."
             )
         elif r["verdict"] == "dimension explains it":
             differ.append(
@@ -313,15 +317,23 @@ def _map(out: Path) -> list[str]:
         "intervals over seed sets, no verdicts. One figure per contrast, one panel per pool.",
         "",
     ]
-    for name, sentence in sentences.items():
+    table = _table(out, "04_map")
+    for contrast in regimes.contrasts_in(table):
+        name = regimes.figure_name(contrast)
         if (out / "figures" / f"{name}.png").exists():
-            lines += [f"![{name}](figures/{name}.png)", "", *sentence, ""]
-    cells = regimes.compact(_table(out, "04_map"), kept)
+            cells = regimes.compact(table, kept, contrast)
+            lines += [f"![{name}](figures/{name}.png)", "", *sentences[name], "",
+                      f"CATmax - {contrast} in every cell (points, kept targets):", "",
+                      to_markdown(cells, index=False), ""]  # fmt: skip
+    found = regimes.erasures(table, kept)
     return [
         *lines,
-        "Every cell (points, kept targets; `color vs WIDE1` is CATmax - WIDE1 on color):",
+        "Which controls erase the gain (results/PLAN.md revision 3: CATmax - CAT1 above 0, CATmax - control "
+        "not; counts, not tests):",
         "",
-        to_markdown(cells, index=False),
+        *regimes.erasure_lines(found),
+        "",
+        to_markdown(found, index=False),
     ]
 
 

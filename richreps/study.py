@@ -14,14 +14,20 @@ A variant is the main run with one recipe field changed, trained into its own ru
 - an **ablation** (issue 19) retrains CAT1, CATmax and the controls at the main budget with another value
   of `key` (label smoothing): seed set k pairs with seed set k of the main run;
 - a **pool** of the map of regimes repeats the budget sweep (CAT1, CATmax and the controls at every sweep
-  budget) on a pretraining pool of another size (`train_size`; 0: a fresh sample every step).
-Both keep the main plan's seeds, so that a variant differs from the main run only in what it changes.
+  budget) on a pretraining pool of another size (`train_size`; 0: a fresh sample every step), on that
+  pool's own scale: with its pilot plateau P (`map_plateaus`), every length in steps of the main run
+  (CAT1's and the members' steps, the sweep budgets, the warmup) is scaled by P / `plateau_step`, so that a
+  budget sits as far past the pool's own plateau as the main pool's budget sits past its own. A fresh
+  stream has no plateau (no epochs) and takes the main pool's steps.
+Both keep the main plan's seeds (the first `map_seed_sets` of its seed sets), so that a variant differs
+from the main run only in what it changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from richreps import budget, controls, earlystop
@@ -58,7 +64,8 @@ class ControlPlan:
 
 @dataclass(frozen=True)
 class Variant:
-    """The main run with recipe field `key` set to `value`, trained into pretrain/<folder>/<recipe tag>."""
+    """The main run with recipe field `key` set to `value` (and `changes`: every recipe field it changes,
+    a pool's scaled warmup among them), trained into pretrain/<folder>/<recipe tag>."""
 
     kind: str  # "ablation" | "pool"
     key: str
@@ -66,6 +73,9 @@ class Variant:
     recipe: Recipe
     plans: list[Plan]  # per seed set: CAT1 and CATmax (at the main budget, or at the sweep budgets)
     controls: list[ControlPlan] = field(default_factory=list)
+    changes: dict = field(default_factory=dict)  # recipe field -> value, `key` included
+    early_stop: tuple[bool, bool] = (False, False)  # (early_stop_controls, early_stop_sweep) as planned
+    plateau: int = 0  # a pool's pilot plateau (0: none, or not measured)
 
     @property
     def folder(self) -> str:
@@ -91,6 +101,7 @@ class Study:
     variants: list[Variant]
     notes: list[str] = field(default_factory=list)  # a control asked for that this arch has not, and why
     early_stop: bool = False  # CAT1's and WIDE1's runs export every eighth (richreps.earlystop)
+    early_stop_sweep: bool = False  # ... of every sweep budget too
 
     @property
     def n_max(self) -> int:
@@ -137,16 +148,60 @@ def _pool_error(recipe: Recipe, sizes: list[int], sweep_plan: Plan) -> str | Non
     return None
 
 
+SCALED = (
+    "baseline_steps",
+    "total_steps",
+    "warmup_steps",
+    "plateau_step",
+    "sweep_budgets",
+)  # a pool's own scale
+
+
+def pool_values(values: Mapping, size: int, plateau: int) -> dict:
+    """The main run's parameter values on a pool of `size` images whose pilot plateau is `plateau` steps:
+    each of `SCALED` times plateau / plateau_step (a fresh stream, size 0, has no plateau: plateau 0, the
+    main pool's steps). ValueError naming `map_plateaus` where a length would not be a whole step."""
+    if size == 0 or plateau == 0:
+        if size == 0 and plateau:
+            raise ValueError(
+                f"map_plateaus: {plateau} for the fresh stream (pool 0), which has no plateau; use 0"
+            )
+        return {**values, "train_size": size}
+    main = values.get("plateau_step", 0)
+    if not main:
+        raise ValueError(
+            f"map_plateaus: {plateau} for pool {size} needs the main pool's plateau_step (it is 0)"
+        )
+    ratio, out = Fraction(plateau, main), {**values, "train_size": size}
+    for key in SCALED:
+        value = values[key]
+        scaled = [v * ratio for v in value] if isinstance(value, list) else value * ratio
+        whole = all(x.denominator == 1 for x in (scaled if isinstance(scaled, list) else [scaled]))
+        if not whole:
+            raise ValueError(
+                f"map_plateaus: pool {size}'s plateau {plateau} scales {key} {value} by {plateau}/{main} to "
+                f"{[float(x) for x in scaled] if isinstance(scaled, list) else float(scaled)}, not whole steps"
+            )
+        out[key] = [int(x) for x in scaled] if isinstance(scaled, list) else int(scaled)
+    return out
+
+
 def variants(values: Mapping, recipe: Recipe, notes: list[str] | None = None) -> list[Variant]:
-    """The ablations (`ablate_label_smoothing`) and the map's pools (`map_pools`) of these values."""
+    """The ablations (`ablate_label_smoothing`) and the map's pools (`map_pools`, on their own scale:
+    `map_plateaus`) of these values, each on the main run's first `map_seed_sets` seed sets (0: all)."""
     notes = [] if notes is None else notes
     n_max = max(values["cat_sizes"])
+    sets = values.get("map_seed_sets") or values["seed_sets"]
+    if sets > values["seed_sets"]:
+        raise ValueError(
+            f"map_seed_sets: {sets} is more than seed_sets {values['seed_sets']} (the main run's)"
+        )
     out = []
     smoothing = values.get("ablate_label_smoothing", [])
-    if smoothing:  # CAT1 and CATmax at the main budget only
-        plans = budget.plans_from_params(
-            {**values, "cat_sizes": [n_max], "sweep_budgets": [], "trajectory_steps": []}
-        )
+    if smoothing:  # CAT1 and CATmax at the main budget only, with no early-stopped control (none is read)
+        at_main = {**values, "cat_sizes": [n_max], "sweep_budgets": [], "trajectory_steps": [],
+                   "seed_sets": sets, earlystop.SWITCH: False, earlystop.SWEEP_SWITCH: False}  # fmt: skip
+        plans = budget.plans_from_params(at_main)
         for value in smoothing:
             changed = recipe.replace(label_smoothing=value)
             if changed == recipe:
@@ -154,20 +209,29 @@ def variants(values: Mapping, recipe: Recipe, notes: list[str] | None = None) ->
                     f"ablate_label_smoothing: {value!r} is the recipe's own value; nothing to compare"
                 )
             out.append(Variant("ablation", "label_smoothing", value, changed, plans,
-                               _control_plans(values, changed, plans, notes)))  # fmt: skip
+                               _control_plans(at_main, changed, plans, notes), {"label_smoothing": value}))  # fmt: skip
     sizes = list(values.get("map_pools", []))
-    if sizes:  # the budget sweep on each pool
-        plans = budget.plans_from_params({**values, "cat_sizes": [n_max], "trajectory_steps": []})
-        why = _pool_error(recipe, sizes, plans[0])
+    plateaus = list(values.get("map_plateaus", [])) or [0] * len(sizes)
+    if sizes and len(plateaus) != len(sizes):
+        raise ValueError(
+            f"map_plateaus: {len(plateaus)} values for {len(sizes)} map_pools; give one per pool"
+        )
+    if sizes:  # the budget sweep on each pool, on its own scale
+        swept = {**values, "cat_sizes": [n_max], "trajectory_steps": [], "seed_sets": sets}
+        why = _pool_error(recipe, sizes, budget.plans_from_params(swept)[0])
         if why is not None:
             raise ValueError(f"map_pools {sizes}: {why}")
-        for size in sizes:
-            changed = recipe.replace(train_size=size)
-            out.append(
-                Variant(
-                    "pool", "train_size", size, changed, plans, _control_plans(values, changed, plans, notes)
-                )
-            )
+        for size, plateau in zip(sizes, plateaus):
+            own = pool_values(swept, size, plateau)
+            plans = budget.plans_from_params(own)
+            if not plans[0].sweep:
+                raise ValueError(f"map_plateaus: pool {size}'s budgets {own['sweep_budgets']} are all left out "
+                                 f"({plans[0].left_out})")  # fmt: skip
+            changes = {"train_size": size, "warmup_steps": own["warmup_steps"]}
+            changed = recipe.replace(**changes)
+            flags = (bool(own.get(earlystop.SWITCH)), bool(own.get(earlystop.SWEEP_SWITCH)))
+            out.append(Variant("pool", "train_size", size, changed, plans,
+                               _control_plans(own, changed, plans, notes), changes, flags, plateau))  # fmt: skip
     return out
 
 
@@ -186,7 +250,8 @@ def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
     notes: list[str] = []
     main_controls = _control_plans(values, recipe, plans, notes)
     found = variants(values, recipe, [])
-    study = Study(recipe, plans, other, main_controls, found, notes, bool(values.get(earlystop.SWITCH)))
+    flags = bool(values.get(earlystop.SWITCH)), bool(values.get(earlystop.SWEEP_SWITCH))
+    study = Study(recipe, plans, other, main_controls, found, notes, *flags)
     if recipe.pool_per_seed_set:  # the pool is drawn from seed // 100 (data.cues.pool_seed): it must be k
         for _, _, ps in study.trained():
             for k, p in enumerate(ps):
@@ -222,6 +287,9 @@ def describe(study: Study) -> list[str]:
     for v in study.variants:
         with_ = "".join(f" and {c.name}" for c in v.controls)
         where = "at the main budget" if v.kind == "ablation" else f"at budgets {sorted(v.plans[0].sweep)}"
+        if v.plateau:
+            where += f" (its own plateau {v.plateau}: warmup {v.recipe.warmup_steps})"
+        where += f", {len(v.plans)} seed sets"
         folder = "" if v.folder == "." else f"{v.folder}/"
         lines.append(
             f"{v.kind} {v.name}: CAT1 and CAT{n_max}{with_} {where}, the main plan's seeds, run folder "

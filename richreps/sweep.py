@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from richreps.verdicts import WIDE1, all_labels, largest_cat, paired_interval
+from richreps.verdicts import (
+    all_labels,
+    contrast_columns,
+    contrasts_in,
+    largest_cat,
+    paired_interval,
+    single_networks,
+)
 
 
 def budget_gains(long: pd.DataFrame) -> pd.DataFrame:
     """Per budget and target: CATmax - CAT1 in points, mean and 95 % paired t interval over seed sets,
-    and CATmax - WIDE1 beside it where WIDE1 was exported at that budget."""
+    and CATmax - each other single network exported at that budget (WIDE1, JOINTn, the early-stopped
+    controls: `verdicts.single_networks`) beside it, its columns named by `verdicts.contrast_columns`."""
     full = all_labels(long)
     rows = []
     for (budget, task), g in full.groupby(["budget", "task"], sort=True):
@@ -32,25 +40,11 @@ def budget_gains(long: pd.DataFrame) -> pd.DataFrame:
         n_max = largest_cat(g)
         cat = f"CAT{n_max}"
         mean, lo, hi, sets = paired_interval((per_set[cat] - per_set["CAT1"]) * 100)
-        row = {
-            "budget": int(budget),
-            "target": task,
-            "n_max": n_max,
-            "CAT1": per_set["CAT1"].mean(),
-            cat: per_set[cat].mean(),
-            "gain": mean,
-            "low": lo,
-            "high": hi,
-            "sets": sets,
-        }
-        if WIDE1 in per_set:
-            mean, lo, hi, _ = paired_interval((per_set[cat] - per_set[WIDE1]) * 100)
-            row |= {
-                WIDE1: per_set[WIDE1].mean(),
-                "gain vs WIDE1": mean,
-                "low vs WIDE1": lo,
-                "high vs WIDE1": hi,
-            }
+        row = {"budget": int(budget), "target": task, "n_max": n_max, "CAT1": per_set["CAT1"].mean(),
+               cat: per_set[cat].mean(), "gain": mean, "low": lo, "high": hi, "sets": sets}  # fmt: skip
+        for name in single_networks(per_set.columns, n_max)[:-1]:
+            mean, lo, hi, _ = paired_interval((per_set[cat] - per_set[name]) * 100)
+            row |= {name: per_set[name].mean(), **dict(zip(contrast_columns(name), (mean, lo, hi)))}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -98,13 +92,12 @@ def sweep_lines(gains: pd.DataFrame, kept: list[str]) -> list[str]:
     for task, t in g.groupby("target", sort=False):
         parts = [f"{int(r.budget)}: {r.gain:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" for r in t.itertuples()]
         lines.append(f"- **{task}**: CAT{n} - CAT1 by budget (CAT1's steps) = " + "; ".join(parts) + ".")
-        if "gain vs WIDE1" in t and t["gain vs WIDE1"].notna().any():
-            wide = [
-                f"{int(r['budget'])}: {r['gain vs WIDE1']:+.1f} [{r['low vs WIDE1']:+.1f}, {r['high vs WIDE1']:+.1f}]"
-                for _, r in t.iterrows()
-                if pd.notna(r["gain vs WIDE1"])
-            ]
-            lines.append(f"  CAT{n} - WIDE1 by budget = " + "; ".join(wide) + ".")
+        for name in contrasts_in(t)[:-1]:
+            y, lo, hi = contrast_columns(name)
+            cells = [f"{int(r['budget'])}: {r[y]:+.1f} [{r[lo]:+.1f}, {r[hi]:+.1f}]" for _, r in t.iterrows()
+                     if pd.notna(r[y])]  # fmt: skip
+            if cells:
+                lines.append(f"  CAT{n} - {name} by budget = " + "; ".join(cells) + ".")
     above = g[g["low"] > 0]
     below = g[g["high"] < 0]
     if above.empty and below.empty:

@@ -53,8 +53,30 @@ from richreps.targets import IID, OOD_TARGETS, SATURATED
 
 CONFIDENCE = 0.95
 WIDE1 = controls.PRIMARY  # the primary control: CATmax - WIDE1 decides where WIDE1 was trained
-# the budget sweep's and the map's column names of CATmax - control and CATmax - CAT1 (richreps.sweep)
-CONTRASTS = {"WIDE1": ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"), "CAT1": ("gain", "low", "high")}
+
+
+def contrast_columns(name: str) -> tuple[str, str, str]:
+    """The budget sweep's and the map's columns (mean, low, high) of CATmax - `name` (richreps.sweep)."""
+    return (
+        ("gain", "low", "high")
+        if name == "CAT1"
+        else (f"gain vs {name}", f"low vs {name}", f"high vs {name}")
+    )
+
+
+def single_networks(methods, n_max: int) -> list[str]:
+    """The single networks among `methods` that TIME-CONCAT is compared with, in every table's order: each
+    trained control (WIDE1, JOINTn), the early-stopped ones (CAT1-ES, WIDE1-ES, SINGLE-ES), then CAT1."""
+    labels = [c.label(n_max) for c in controls.REGISTRY.values()] + [*earlystop.SOURCES, earlystop.BEST]
+    return [x for x in labels if x in set(methods)] + ["CAT1"]
+
+
+def contrasts_in(table: pd.DataFrame) -> list[str]:
+    """The contrasts (CATmax - name) a sweep or map table holds, in its columns' order, CAT1 last."""
+    found = [c.removeprefix("gain vs ") for c in table.columns if c.startswith("gain vs ")]
+    return [*found, *(["CAT1"] if "gain" in table else [])]
+
+
 VERDICTS = ("agrees", "dimension explains it", "differs", "inconclusive", "uninformative", "saturated")
 NOT_JUDGED = ("uninformative", "saturated")
 
@@ -185,8 +207,7 @@ def verdicts(long: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
     top = _per_set(full, f"CAT{n_max}")
     untrained_top = _per_set(full, f"untrained CAT{n_max}")
     vs_random = (top - untrained_top).dropna() * 100
-    labels = [c.label(n_max) for c in controls.REGISTRY.values()] + [*earlystop.SOURCES, earlystop.BEST]
-    names = [x for x in labels if x in methods] + ["CAT1"]
+    names = single_networks(methods, n_max)
     primary = next((x for x in (earlystop.BEST, WIDE1) if x in methods), "CAT1")
     gaps, share = {}, {}
     for name in names:
@@ -264,6 +285,23 @@ def primary_name(table: pd.DataFrame) -> str:
     if "primary" in table.columns and table["primary"].notna().any():
         return str(table["primary"].dropna().iloc[0]).split(" - ", 1)[1].split(" (")[0]
     return WIDE1 if has_wide(table) else "CAT1"
+
+
+def joint_clause(table: pd.DataFrame, task: str) -> str:
+    """What CATmax - JOINTn (the same towers trained as one network: architecture and FLOPs matched) says of a
+    verdict, from its interval; "" where JOINTn was not trained."""
+    n, r = _n(table), table.loc[task]
+    col = f"CAT{n} - JOINT{n}"
+    if col not in table.columns or pd.isna(r[col]):
+        return ""
+    mean, low, high = (r[c] for c in _columns(f"JOINT{n}", n))
+    said = f"CAT{n} - JOINT{n} = {fmt_interval(mean, low, high)}"
+    if high < 0:
+        return (f"; but {said}: the same {n} towers trained as one network do better, so this gain over single "
+                "networks is the architecture's, not the independent runs'")  # fmt: skip
+    if low > 0:
+        return f"; {said}: independent runs add to the architecture"
+    return f"; {said} contains 0: the architecture alone may account for it"
 
 
 def contrasts(table: pd.DataFrame, task: str) -> str:

@@ -10,7 +10,7 @@ from richreps import earlystop, experiment, launch, planfile, study
 from richreps.data import cues, ood
 
 ES = {**VALUES, "baseline_steps": 8, "total_steps": 8, "wide_control": True, "early_stop_controls": True,
-      "eval_every": 1}  # fmt: skip
+      "eval_every": 0, "sweep_budgets": [4], "early_stop_sweep": True}  # fmt: skip
 
 
 def test_every_eighth_of_the_run_is_a_candidate_and_the_best_validation_export_is_kept():
@@ -21,11 +21,12 @@ def test_every_eighth_of_the_run_is_a_candidate_and_the_best_validation_export_i
         earlystop.best_export(curve, [400, 500])
 
 
-def test_an_eval_every_that_misses_an_eighth_is_refused_naming_the_key():
+def test_early_stops_at_every_budget_without_the_early_stopped_controls_are_refused_naming_the_key():
     with pytest.raises(
-        ValueError, match=r"^eval_every: 3 logs no validation accuracy at step\(s\) \[1, 2, 4"
+        ValueError,
+        match=r"^early_stop_sweep: adds the early-stopped controls at every sweep budget; set early_stop_controls too",
     ):
-        study.plan_study({**ES, "eval_every": 3}, TINY)
+        study.plan_study({**ES, "early_stop_controls": False, "early_stop_sweep": True}, TINY)
 
 
 def test_the_early_stopped_exports_are_chosen_without_reading_any_target(tmp_path, monkeypatch):
@@ -36,9 +37,9 @@ def test_the_early_stopped_exports_are_chosen_without_reading_any_target(tmp_pat
     )
     pre = tmp_path / "pretrain"
     planfile.write(pre, st)
-    launch.launch_study(st, pre, ["--ckpt-every", "8", "--eval-every", "1"], "local", nproc=1)
+    launch.launch_study(st, pre, ["--ckpt-every", "8", "--eval-every", "0"], "local", nproc=1)
     plan = planfile.read(pre)
-    assert plan.early_stop
+    assert plan.early_stop and plan.early_stop_sweep  # validation at every export, though eval_every is 0
     chosen = earlystop.picks(plan)
 
     def no_target(*a, **kw):
@@ -52,11 +53,16 @@ def test_the_early_stopped_exports_are_chosen_without_reading_any_target(tmp_pat
     assert picks["CAT1-ES"][2] == max(range(1, 9), key=lambda s: (curve[s], -s))
     assert picks["SINGLE-ES"] in (picks["CAT1-ES"], picks["WIDE1-ES"])
     assert picks["SINGLE-ES"][3] == max(picks["CAT1-ES"][3], picks["WIDE1-ES"][3])
+    (cell,) = earlystop.picks(plan, 4)  # at sweep budget 4: among every eighth of the cell's own runs
+    assert cell["CAT1-ES"][2] == max(range(1, 5), key=lambda s: (curve[s], -s)) and cell["WIDE1-ES"][2] <= 4
     # a changed validation log moves the pick: the validation accuracy, nothing else, decides
     log = plan.run_dir / "metrics" / f"seed{picks['CAT1-ES'][1]}.jsonl"
     other = 3 if picks["CAT1-ES"][2] != 3 else 5
     log.write_text(log.read_text() + json.dumps({"step": other, "val_acc": 2.0}) + "\n")
     assert earlystop.picks(plan)[0]["CAT1-ES"][2] == other
+    assert earlystop.picks(plan, 4)[0]["CAT1-ES"][2] == (other if other <= 4 else cell["CAT1-ES"][2])
+    assert [r.method for r in experiment.sweep_representations(plan)[0][4]] == [
+        "CAT1", "CAT2", "WIDE1", "CAT1-ES", "WIDE1-ES", "SINGLE-ES"]  # fmt: skip
     reps = experiment.add_early_stopped({0: []}, plan, tmp_path / "untrained")
     names = [r.method for r in reps[0]]
     assert names == [

@@ -9,13 +9,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = re.compile(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]")
-# (mean, low, high) column triples of the tables the sections cite
-TRIPLES = [
-    ("CAT5 - WIDE1", "low (vs WIDE1)", "high (vs WIDE1)"),
-    ("CAT5 - CAT1", "low", "high"),
-    ("gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"),
-    ("gain", "low", "high"),
-]
+
+
+def triples(columns) -> list[tuple[str, str, str]]:
+    """The (mean, low, high) column triples of a table: "CAT5 - X" with "low (vs X)" and "high (vs X)"
+    (CAT1's: "low", "high") and training's share of it, as `04_verdicts` names them, and "gain vs X" with
+    "low vs X" and "high vs X" (CAT1's: "gain", "low", "high"), as the sweep and the map do."""
+    out = [("gain", "low", "high")]
+    for c in columns:
+        if " - " in c and c.split(" - ")[0].startswith("CAT"):
+            other = c.split(" - ", 1)[1]
+            vs = "untrained" if other.startswith("untrained") else other
+            out.append((c, "low", "high") if other == "CAT1" else (c, f"low (vs {vs})", f"high (vs {vs})"))
+            share = (f"training's share vs {other}", f"low (share vs {other})", f"high (share vs {other})")
+            out.append(share)
+        if c.startswith("gain vs "):
+            other = c.removeprefix("gain vs ")
+            out.append((c, f"low vs {other}", f"high vs {other}"))
+    return out
+
+
 SECTIONS = {
     "## The cue result": [
         "results/laptop/tables/04_verdicts.csv",
@@ -42,7 +55,7 @@ def intervals_of(tables: list[str]) -> set[str]:
         for col in table.columns:  # already formatted ('+1.7 [-2.1, +5.5]', the ablation table)
             if not pd.api.types.is_numeric_dtype(table[col]):
                 out |= {m.group(0) for v in table[col].dropna().astype(str) for m in INTERVAL.finditer(v)}
-        for mean, low, high in TRIPLES:
+        for mean, low, high in triples(table.columns):
             if {mean, low, high} <= set(table.columns):
                 for m, lo, hi in table[[mean, low, high]].dropna().itertuples(index=False):
                     out.add(f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]")

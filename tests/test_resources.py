@@ -55,16 +55,17 @@ def test_the_plan_counts_wide1_the_ablation_and_the_maps_pools_each_with_its_own
         values.update(params.defaults(params.declared_parameters(nb)))
     values.update(yaml.safe_load((ROOT / "params" / "laptop_map.yaml").read_text()))
     res = resources.resources(values, tmp_path)
-    # per seed set: the main plan's 5 runs (seed 0 to 1,600 steps, seeds 1-4 to 288) and WIDE1's, the same
-    # again for the ablation (to 800 and 144) and for each of the 2 pools: 4 x 6 runs, 3 seed sets
-    assert "72 training runs" in res.notes[0]
+    # per seed set: the main plan's 5 runs (seed 0 to 1,600 steps, seeds 1-4 to 288), WIDE1's and JOINT5's, the
+    # same again for the ablation (to 800 and 144) and for each of the 2 pools: 4 x 7 runs, 3 seed sets
+    assert "84 training runs" in res.notes[0]
     small, wide = (resources.model_bytes("small_cnn", 10, 16, m) for m in (1, 5))
-    assert wide[2] == 5 * small[2] and wide[0] > small[0]  # WIDE1: CAT5's feature width, more weights
-    assert res.disk["checkpoints"] == 3 * 4 * resources.CHECKPOINTS_KEPT * (
-        5 * (small[0] + 2 * small[1]) + wide[0] + 2 * wide[1]
+    joint = resources.model_bytes("small_cnn", 10, 16, 1, towers=5)
+    assert wide[2] == 5 * small[2] == joint[2] and wide[0] > small[0]  # CAT5's feature width, more weights
+    assert res.disk["checkpoints"] == 3 * 4 * resources.CHECKPOINTS_KEPT * sum(
+        k * (b[0] + 2 * b[1]) for k, b in ((5, small), (1, wide), (1, joint))
     )
     alone = resources.resources({**values, "ablate_label_smoothing": [], "map_pools": []}, tmp_path)
-    assert "18 training runs" in alone.notes[0]
+    assert "21 training runs" in alone.notes[0]
 
 
 def test_the_readme_resources_line_runs_as_written():
