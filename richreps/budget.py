@@ -47,6 +47,8 @@ class Plan:
     sweep: dict[int, dict[int, list[tuple[int, int]]]] = field(default_factory=dict)
     trajectory: list[tuple[int, int]] = field(default_factory=list)
     left_out: dict[int, str] = field(default_factory=dict)  # sweep budget -> why it was left out
+    # CAT1's seed at the early-stopped controls' candidate steps (richreps.earlystop), not probed as a trajectory
+    candidates: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def training_steps(self) -> int:
@@ -122,12 +124,14 @@ def plan(
     warmup_fraction: float | None = None,
     sweep: list[int] = (),
     trajectory: list[int] = (),
+    candidates: list[int] = (),
 ) -> Plan:
     """Build the run list. Shared-prefix needs a warmup fixed in steps, not a fraction of the run.
 
     `sweep` adds CAT1 and CATn_max at other budgets (CAT1's steps); `trajectory` exports CAT1's
-    seed at more steps of its run. In shared-prefix mode both cost no training up to the main
-    plan's steps: they are exports of runs the plan trains anyway.
+    seed at more steps of its run, and `candidates` at the steps an early-stopped control picks from. In
+    shared-prefix mode all three cost no training up to the main plan's steps: they are exports of runs the
+    plan trains anyway.
     """
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
@@ -167,7 +171,10 @@ def plan(
                 needs.setdefault(m, []).append(f"sweep {b}: CAT{n}")
     for m in traj:
         needs.setdefault(m, []).append("trajectory")
-    return Plan(cat_members, _runs(needs, mode), mode, swept, traj, left_out)
+    picks = [(first, t) for t in sorted(set(candidates))]
+    for m in picks:
+        needs.setdefault(m, []).append("early-stop candidate")
+    return Plan(cat_members, _runs(needs, mode), mode, swept, traj, left_out, picks)
 
 
 def replicate_plans(
@@ -180,6 +187,7 @@ def replicate_plans(
     warmup_steps: int | None = 0,
     sweep: list[int] = (),
     trajectory: list[int] = (),
+    candidates: list[int] = (),
 ) -> list[Plan]:
     """One plan per replicate seed set; set k uses the seeds shifted by 100 k. Sets share no seed,
     so no run is counted in two of them."""
@@ -203,6 +211,7 @@ def replicate_plans(
             None,
             sweep,
             trajectory,
+            candidates,
         )
         for k in range(sets)
     ]
@@ -219,8 +228,9 @@ def plans_from_params(values: dict) -> list[Plan]:
         values["seed_sets"],
         values["warmup_steps"],
         values.get("sweep_budgets", []),
+        values.get("trajectory_steps", []),
         # CAT1's run also exports every eighth when the early-stopped controls pick from it (CAT1-ES)
-        sorted(set(values.get("trajectory_steps", [])) | set(earlystop.exports_for("CAT1", values))),
+        earlystop.exports_for("CAT1", values),
     )
 
 

@@ -45,7 +45,13 @@ def exports_for(source: str, values: Mapping) -> list[int]:
 
 
 def check(values: Mapping) -> None:
-    """ValueError naming the key when `early_stop_sweep` asks for what is not planned."""
+    """ValueError naming the key when `early_stop_sweep` asks for what is not planned, or when the runs would
+    not be one run per seed (independent mode trains every export as a run of its own, from the start)."""
+    if values.get(SWITCH) and values.get("plan_mode") == "independent":
+        raise ValueError(
+            f"{SWITCH}: picks among the exports of one run, and plan_mode independent trains each export as a "
+            "separate run of the same seed; use plan_mode shared-prefix"
+        )
     if values.get(SWEEP_SWITCH) and not values.get(SWITCH):
         raise ValueError(
             f"{SWEEP_SWITCH}: adds the early-stopped controls at every sweep budget; set {SWITCH} too"
@@ -73,8 +79,8 @@ def best_export(curve: Mapping[int, float], candidates: list[int]) -> int:
     missing = [s for s in candidates if s not in curve]
     if missing:
         raise ValueError(
-            f"no validation accuracy logged at step(s) {missing}: the run predates validation at every export; "
-            "run notebook 03 again"
+            f"no validation accuracy logged at step(s) {missing}: the run predates validation at every export "
+            "(commit c2b05cc); delete its run folder and run notebook 03 again"
         )
     return max(candidates, key=lambda s: (curve[s], -s))
 
@@ -89,9 +95,11 @@ def picks(plan: Any, budget: int | None = None) -> list[dict[str, tuple[str, int
     wide = plan.control("WIDE1")
     for k, by_n in enumerate(plan.cats):
         cat1 = by_n[1][0] if budget is None else plan.sweeps[k][budget][1][0]
-        exported = (
-            [*plan.trajectories[k], *(m for ms in by_n.values() for m in ms)] if plan.trajectories else []
-        )
+        along = [
+            plan.trajectories,
+            getattr(plan, "candidates", []),
+        ]  # CAT1's run: trajectory, early-stop steps
+        exported = [*(m for ms in along if ms for m in ms[k]), *(m for ms in by_n.values() for m in ms)]
         sources = {"CAT1-ES": (plan.run_dir, cat1, exported)}
         if wide is not None:
             at = wide.members[k] if budget is None else wide.sweeps[k][budget]

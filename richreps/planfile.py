@@ -53,6 +53,7 @@ class PlanRecord:
         default_factory=list
     )  # per seed set: budget -> n -> ...
     trajectories: list[Members] = field(default_factory=list)  # per seed set: CAT1's seed along its run
+    candidates: list[Members] = field(default_factory=list)  # per seed set: its early-stop candidates
     controls: list[ControlRecord] = field(default_factory=list)
     early_stop: bool = False  # CAT1's and WIDE1's runs export every eighth (richreps.earlystop)
     early_stop_sweep: bool = False  # ... of every sweep budget too: the early-stopped controls in every cell
@@ -90,6 +91,7 @@ def _record(
         "seed_sets": [_cats(p.cats) for p in plans],
         "sweeps": [{str(b): _cats(by_n) for b, by_n in p.sweep.items()} for p in plans],
         "trajectories": [[list(m) for m in p.trajectory] for p in plans],
+        "candidates": [[list(m) for m in p.candidates] for p in plans],
         "early_stop": early_stop[0],
         "early_stop_sweep": early_stop[1],
         "controls": [
@@ -148,6 +150,7 @@ def _parse(record: dict, base: Path) -> PlanRecord:
             for s in record["sweeps"]
         ],
         [members(t) for t in record["trajectories"]],
+        [members(t) for t in record.get("candidates", [])],
         [
             ControlRecord(
                 c["name"],

@@ -1,6 +1,6 @@
-"""The map of regimes (issue 19): the budget sweep (CAT1, CATmax and WIDE1 at every sweep budget) repeated
-on other pretraining pools, so that CATmax - CAT1 and CATmax - WIDE1 are seen against the pool's size
-(epochs) and how far past CAT1's plateau the budget goes.
+"""The map of regimes (issue 19, results/PLAN.md revision 3): the budget sweep (CAT1, CATmax and every control
+at every sweep budget) repeated on other pretraining pools, so that CATmax minus each single network is seen
+against the pool's size (epochs) and how far past CAT1's plateau the budget goes.
 
     study = plan_study(values); planfile.write(...)                       # notebook 03 (richreps.study)
     rows = regimes.probe(output_dir / "pretrain", tasks, sizes, grid, cache)   # notebook 04
@@ -10,7 +10,8 @@ The main run's own pool (its `train_size`) is the map's first pool: its sweep is
 other pool (0: a fresh sample every step) is a variant of the main run (`richreps.study`), trained into
 its own folder `pretrain/pool-<size>` and recorded in the plan file (`richreps.planfile`), so the sweep's
 readers and probes are the main run's, unchanged. A pool keeps the main plan's seeds: seed set k starts
-from the same initialisations in every pool and differs only in the data it sees.
+from the same initialisations in every pool and differs in the data it sees, and, for a pool on its own scale
+(`map_plateaus`), in its steps, budgets and warmup (`richreps.study.pool_values`).
 """
 
 from __future__ import annotations
@@ -35,26 +36,32 @@ def probe(
     device: str = "cpu",
 ) -> list[dict]:
     """Every pool's sweep probed as notebook 04 probes the main run's (`experiment.probe_extras`); each
-    row carries its pool's size. No pool: no rows."""
+    row carries its pool's size and its budget on the main pool's scale (`MAIN_SCALE`: a pool on its own
+    scale, `map_plateaus`, trains every length times its plateau / the main pool's). No pool: no rows."""
     from richreps import experiment, planfile
 
     rows: list[dict] = []
+    main_steps = planfile.read(pretrain_dir).cats[0][1][0][1]  # CAT1's steps on the main pool
     for v in planfile.read_variants(pretrain_dir, "pool"):
+        scale = v.plan.cats[0][1][0][1] / main_steps
         breps = experiment.sweep_representations(v.plan)  # with the early-stopped controls where planned
         swept, _ = experiment.probe_extras(breps, {}, v.plan.recipe, tasks, sizes, grid, cache, device)
-        rows += [{**r, "pool": v.value} for r in swept]
+        rows += [{**r, "pool": v.value, MAIN_SCALE: round(r["budget"] / scale)} for r in swept]
     return rows
 
 
 def table(main_swept: list[dict], rows: list[dict], main_pool: int) -> pd.DataFrame:
     """The map: `sweep.budget_gains` per pool (the main run's sweep first, as pool `main_pool`), with the
-    pool's size and name in front."""
+    pool's size and name in front, and each budget on the main pool's scale beside it (`MAIN_SCALE`)."""
     from richreps.sweep import budget_gains
 
-    long = pd.concat([pd.DataFrame(main_swept).assign(pool=main_pool), pd.DataFrame(rows)], ignore_index=True)
+    main = pd.DataFrame(main_swept).assign(pool=main_pool)
+    long = pd.concat([main.assign(**{MAIN_SCALE: main["budget"]}), pd.DataFrame(rows)], ignore_index=True)
     parts = []
     for size, g in long.groupby("pool", sort=False):
-        gains = budget_gains(g.drop(columns="pool"))
+        on_main = dict(zip(g["budget"], g[MAIN_SCALE].fillna(g["budget"])))
+        gains = budget_gains(g.drop(columns=["pool", MAIN_SCALE]))
+        gains.insert(1, MAIN_SCALE, gains["budget"].map(on_main).astype(int))
         gains.insert(0, "pool", pool_name(int(size)))
         gains.insert(0, "pool_size", int(size))
         parts.append(gains)
@@ -64,7 +71,8 @@ def table(main_swept: list[dict], rows: list[dict], main_pool: int) -> pd.DataFr
 def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
     """One plain sentence on one contrast of the map (`contrast`: CAT1 or a control), whatever its direction:
     how many (pool, budget, kept target) cells have their 95 % interval above 0, below 0 or across it, and
-    the same counts at the smallest and the largest budget."""
+    the same counts at each pool's smallest and largest budget (pools on their own scales are compared at the
+    same place on it, `MAIN_SCALE`: half of each one's plateau, say)."""
     mean, low, high = contrast_columns(contrast)
     cells = table[table["target"].isin(kept)].dropna(subset=[mean]) if mean in table else table.iloc[0:0]
     if cells.empty:
@@ -77,16 +85,20 @@ def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
             f"0 inside in {int(((df[low] <= 0) & (df[high] >= 0)).sum())} of {len(df)}"
         )
 
-    first, last = cells["budget"].min(), cells["budget"].max()
+    at = cells[MAIN_SCALE] if MAIN_SCALE in cells else cells["budget"]
+    first, last = at.min(), at.max()
     worst, best = cells.loc[cells[mean].idxmin()], cells.loc[cells[mean].idxmax()]
     return [
-        f"- **{cat} - {contrast}** over {cells['pool'].nunique()} pools x {cells['budget'].nunique()} budgets x "
-        f"{cells['target'].nunique()} kept targets: the 95 % interval is {counts(cells)} cells; at budget "
-        f"{first}: {counts(cells[cells['budget'] == first])}; at budget {last}: "
-        f"{counts(cells[cells['budget'] == last])}. Largest {best[mean]:+.1f} points ({best['target']}, "
+        f"- **{cat} - {contrast}** over {cells['pool'].nunique()} pools x {at.nunique()} budgets x "
+        f"{cells['target'].nunique()} kept targets: the 95 % interval is {counts(cells)} cells; at each pool's "
+        f"smallest budget (the main pool's {first}): {counts(cells[at == first])}; at its largest (the main "
+        f"pool's {last}): {counts(cells[at == last])}. Largest {best[mean]:+.1f} points ({best['target']}, "
         f"{best['pool']}, budget {best['budget']}); smallest {worst[mean]:+.1f} ({worst['target']}, "
         f"{worst['pool']}, budget {worst['budget']})."
     ]
+
+
+MAIN_SCALE = "main-pool budget"  # a cell's budget on the main pool's scale (the same multiple of its plateau)
 
 
 def figure_name(contrast: str) -> str:
@@ -139,10 +151,12 @@ def erasures(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
     where CATmax - CAT1's interval lies above 0 (a gain), and how many of them the control erases (CATmax -
     control's interval contains 0 or lies below it). Counts only, no test: the map is descriptive."""
     cells = table[table["target"].isin(kept) & (table["low"] > 0)]
+    pools = table[["pool_size", "pool"]].drop_duplicates().sort_values("pool_size")
     rows = []
-    for name in contrasts_in(table)[:-1]:
+    for name in contrasts_in(table)[:-1] if kept else []:
         mean, low, _ = contrast_columns(name)
-        for (_, pool), g in cells.dropna(subset=[mean]).groupby(["pool_size", "pool"], sort=True):
+        for pool in pools["pool"]:  # a pool with no gain to erase shows 0 of 0
+            g = cells[(cells["pool"] == pool) & cells[mean].notna()]
             erased = g[g[low] <= 0]
             rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
                          "erased": len(erased),

@@ -345,7 +345,7 @@ def _ablation(out: Path) -> list[str]:
     return [
         f"CATmax - WIDE1 and CATmax - CAT1 (points, 95 % paired t intervals over seed sets) at each `{key}`, "
         "the main run's first; the ablation retrains CAT1, CATmax and WIDE1 at the main budget with the "
-        "main plan's seeds:",
+        "main plan's seeds, and each other setting's row gives the paired interval of its change from the main run:",
         "",
         to_markdown(table, index=False),
     ]

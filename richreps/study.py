@@ -198,9 +198,11 @@ def variants(values: Mapping, recipe: Recipe, notes: list[str] | None = None) ->
         )
     out = []
     smoothing = values.get("ablate_label_smoothing", [])
-    if smoothing:  # CAT1 and CATmax at the main budget only, with no early-stopped control (none is read)
+    if smoothing:  # CAT1, CATmax and WIDE1 at the main budget only: its contrasts are CATmax - WIDE1 and
+        # CATmax - CAT1 (richreps.ablation), so no JOINTn and no early-stopped control is trained for it
         at_main = {**values, "cat_sizes": [n_max], "sweep_budgets": [], "trajectory_steps": [],
-                   "seed_sets": sets, earlystop.SWITCH: False, earlystop.SWEEP_SWITCH: False}  # fmt: skip
+                   "seed_sets": sets, earlystop.SWITCH: False, earlystop.SWEEP_SWITCH: False,
+                   "joint_control": False}  # fmt: skip
         plans = budget.plans_from_params(at_main)
         for value in smoothing:
             changed = recipe.replace(label_smoothing=value)

@@ -1,7 +1,7 @@
 """Beyond the paper: where does TIME-CONCAT help? CATmax - CAT1 across budgets, and cues along a run.
 
     plan = planfile.read(output_dir / "pretrain")
-    breps = experiment.budget_representations(plan.sweeps, plan.run_dir, plan.recipe, plan.controls)
+    breps = experiment.sweep_representations(plan)  # CAT1, CATmax and every control at each budget
     treps = experiment.trajectory_representations(plan.trajectories, plan.run_dir, plan.recipe)
     swept, along = experiment.probe_extras(breps, treps, recipe, tasks, sizes, grid, cache)
     gains = budget_gains(pd.DataFrame(swept))      # CATmax - CAT1 per budget, paired t interval

@@ -137,3 +137,27 @@ def test_the_plan_file_records_each_change_a_pool_makes_and_refuses_a_pool_of_an
         ValueError, match="the pool train_size 512 has recipe .*, not the main run's with train_size 512"
     ):
         planfile.read_variants(tmp_path, "pool")
+
+
+def test_the_map_compares_pools_at_the_same_place_on_their_own_scales():
+    def rows(budgets, pool=None):
+        out = []
+        for budget in budgets:
+            for k in range(3):
+                for method, n, acc in (("CAT1", 1, 0.5 + 0.01 * k), ("CAT2", 2, 0.6 + 0.02 * k)):
+                    row = {"replicate": k, "method": method, "n": n, "task": "color", "shots": "all",
+                           "test_acc": acc, "budget": budget}  # fmt: skip
+                    out.append(row if pool is None else {**row, "pool": pool, regimes.MAIN_SCALE: 2 * budget})
+        return out
+
+    table = regimes.table(
+        rows([4, 8]), rows([2, 4], pool=512), main_pool=1024
+    )  # the smaller pool: half the steps
+    assert table.set_index(["pool_size", "budget"])[regimes.MAIN_SCALE].to_dict() == {
+        (1024, 4): 4, (1024, 8): 8, (512, 2): 4, (512, 4): 8}  # fmt: skip
+    (line,) = regimes.map_lines(table, ["color"], "CAT1")
+    assert "over 2 pools x 2 budgets x 1 kept targets" in line
+    assert (
+        "at each pool's smallest budget (the main pool's 4): above 0 in 2, below 0 in 0, 0 inside in 0 of 2"
+        in line
+    )

@@ -56,13 +56,15 @@ def test_the_plan_counts_wide1_the_ablation_and_the_maps_pools_each_with_its_own
     values.update(yaml.safe_load((ROOT / "params" / "laptop_map.yaml").read_text()))
     res = resources.resources(values, tmp_path)
     # per seed set: the main plan's 5 runs (seed 0 to 1,600 steps, seeds 1-4 to 288), WIDE1's and JOINT5's, the
-    # same again for the ablation (to 800 and 144) and for each of the 2 pools: 4 x 7 runs, 3 seed sets
-    assert "84 training runs" in res.notes[0]
+    # same again for each of the 2 pools, and the ablation's 5 and WIDE1's (to 800 and 144): 3 x 7 + 6 runs, 3 seed sets
+    assert "81 training runs" in res.notes[0]
     small, wide = (resources.model_bytes("small_cnn", 10, 16, m) for m in (1, 5))
     joint = resources.model_bytes("small_cnn", 10, 16, 1, towers=5)
     assert wide[2] == 5 * small[2] == joint[2] and wide[0] > small[0]  # CAT5's feature width, more weights
-    assert res.disk["checkpoints"] == 3 * 4 * resources.CHECKPOINTS_KEPT * sum(
-        k * (b[0] + 2 * b[1]) for k, b in ((5, small), (1, wide), (1, joint))
+    per_set = [(5, small), (1, wide), (1, joint)]  # in the main run and each pool; the ablation has no JOINT5
+    assert res.disk["checkpoints"] == 3 * resources.CHECKPOINTS_KEPT * (
+        3 * sum(k * (b[0] + 2 * b[1]) for k, b in per_set)
+        + sum(k * (b[0] + 2 * b[1]) for k, b in per_set[:2])
     )
     alone = resources.resources({**values, "ablate_label_smoothing": [], "map_pools": []}, tmp_path)
     assert "21 training runs" in alone.notes[0]
