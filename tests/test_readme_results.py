@@ -68,3 +68,16 @@ def test_every_interval_the_readme_quotes_is_in_the_tables_it_cites(title):
     assert quoted, f"{title}: no interval found; the pattern no longer matches how the README writes them"
     missing = sorted(set(quoted) - intervals_of(SECTIONS[title]))
     assert not missing, f"{title}: not in {SECTIONS[title]}: {missing}"
+
+
+def test_the_verdict_words_of_the_cue_result_are_the_tables_verdicts_after_holm():
+    """ "**agrees** on A and B and **differs** on C": the targets after each bold verdict, up to the next bold
+    verdict or the sentence's end, are exactly the targets the table gives that verdict after Holm."""
+    text = section("## The cue result").replace("`", "")
+    table = pd.read_csv(ROOT / "results/laptop/tables/04_verdicts.csv", index_col=0)
+    said = {}
+    for m in re.finditer(r"\*\*(agrees|differs)\*\* on (.*?)(?=\*\*(?:agrees|differs)\*\*|\. )", text, re.S):
+        said[m.group(1)] = {t for t in table.index if re.search(rf"\b{re.escape(t)}\b", m.group(2))}
+    assert said, "no bold verdict found: the pattern no longer matches how the README writes them"
+    for verdict, targets in said.items():
+        assert targets == set(table.index[table["verdict (Holm)"] == verdict]), verdict
