@@ -298,7 +298,7 @@ def plot_map(table: pd.DataFrame, kept: list[str], contrast: str) -> plt.Figure:
     for ax, pool in zip(axes[0], pools):
         _intervals(ax, table[table["pool"] == pool].dropna(subset=[y]), "budget", y, kept, lo, hi)
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.set(xlabel="budget: CAT1's steps", title=pool)
+        ax.set(xlabel="budget: CAT1's steps on this pool", title=pool)
         if ax is not axes[0][-1]:
             ax.get_legend().remove()
     axes[0][0].set_ylabel(f"CAT{n} - {contrast} (points)")

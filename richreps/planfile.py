@@ -176,6 +176,10 @@ def read(pretrain_dir: str | Path) -> PlanRecord:
     record = json.loads(path.read_text())
     if "controls" not in record:
         raise ValueError(f"{path}: written by an earlier version (no 'controls' key); run notebook 03 again")
+    if record.get("early_stop") and "candidates" not in record:  # c2b05cc kept them in the trajectory
+        raise ValueError(
+            f"{path}: written by an earlier version (no 'candidates' key); run notebook 03 again"
+        )
     return _parse(record, Path(pretrain_dir))
 
 

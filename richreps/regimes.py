@@ -90,12 +90,19 @@ def map_lines(table: pd.DataFrame, kept: list[str], contrast: str) -> list[str]:
     worst, best = cells.loc[cells[mean].idxmin()], cells.loc[cells[mean].idxmax()]
     return [
         f"- **{cat} - {contrast}** over {cells['pool'].nunique()} pools x {at.nunique()} budgets x "
-        f"{cells['target'].nunique()} kept targets: the 95 % interval is {counts(cells)} cells; at each pool's "
-        f"smallest budget (the main pool's {first}): {counts(cells[at == first])}; at its largest (the main "
-        f"pool's {last}): {counts(cells[at == last])}. Largest {best[mean]:+.1f} points ({best['target']}, "
-        f"{best['pool']}, budget {best['budget']}); smallest {worst[mean]:+.1f} ({worst['target']}, "
-        f"{worst['pool']}, budget {worst['budget']})."
+        f"{cells['target'].nunique()} kept targets: the 95 % interval is {counts(cells)} cells; at main-pool "
+        f"budget {first}: {counts(cells[at == first])}; at main-pool budget {last}: {counts(cells[at == last])}. "
+        f"Largest {best[mean]:+.1f} points ({best['target']}, {best['pool']}, {_where(best)}); smallest "
+        f"{worst[mean]:+.1f} ({worst['target']}, {worst['pool']}, {_where(worst)})."
     ]
+
+
+def _where(cell: pd.Series) -> str:
+    """A cell's budget in its pool's own steps, and on the main pool's scale where that differs."""
+    scale = cell.get(MAIN_SCALE, cell["budget"])
+    scale = cell["budget"] if pd.isna(scale) else scale
+    own = f"budget {int(cell['budget'])}"
+    return own if int(scale) == int(cell["budget"]) else f"{own} (main-pool budget {int(scale)})"
 
 
 MAIN_SCALE = "main-pool budget"  # a cell's budget on the main pool's scale (the same multiple of its plateau)
@@ -136,6 +143,8 @@ def compact(table: pd.DataFrame, kept: list[str], contrast: str | None = None) -
     rows = []
     for (_, pool, steps), g in table.groupby(["pool_size", "pool", "budget"], sort=True):
         row = {"pool": pool, "budget": int(steps)}
+        if MAIN_SCALE in g:  # the same place on the main pool's scale (a pool on its own scale)
+            row[MAIN_SCALE] = int(g[MAIN_SCALE].iloc[0])
         for _, r in g[g["target"].isin(kept)].iterrows():
             for name in names:
                 mean, low, high = contrast_columns(name)
@@ -156,11 +165,15 @@ def erasures(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
     for name in contrasts_in(table)[:-1] if kept else []:
         mean, low, _ = contrast_columns(name)
         for pool in pools["pool"]:  # a pool with no gain to erase shows 0 of 0
-            g = cells[(cells["pool"] == pool) & cells[mean].notna()]
+            g = cells[cells["pool"] == pool]
+            if len(g) and g[mean].isna().all():  # gains, but this control was not trained on the pool
+                rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
+                             "erased": None, "where": "not measured"})  # fmt: skip
+                continue
+            g = g[g[mean].notna()]
             erased = g[g[low] <= 0]
             rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
-                         "erased": len(erased),
-                         "where": ", ".join(f"{r.target} at {int(r.budget)}" for r in erased.itertuples())})  # fmt: skip
+                         "erased": len(erased), "where": ", ".join(f"{r['target']} at {_where(r)}" for _, r in erased.iterrows())})  # fmt: skip
     return pd.DataFrame(rows, columns=["control", "pool", "cells with a gain over CAT1", "erased", "where"])
 
 
@@ -170,8 +183,9 @@ def erasure_lines(found: pd.DataFrame) -> list[str]:
     for name, g in found.groupby("control", sort=False):
         parts = [
             f"{int(r['erased'])} of {int(r['cells with a gain over CAT1'])} on the {r['pool']}"
+            if pd.notna(r["erased"]) else f"none measured on the {r['pool']}"
             for _, r in g.iterrows()
-        ]
+        ]  # fmt: skip
         lines.append(
             f"- **{name}** erases CATmax's gain over CAT1 in "
             + "; ".join(parts)

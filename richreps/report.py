@@ -306,7 +306,8 @@ def _beyond(out: Path) -> list[str]:
 
 
 def _map(out: Path) -> list[str]:
-    """The map of regimes: its two figures, one sentence each, and its cells (notebook 04's `04_map`)."""
+    """The map of regimes: one figure per contrast with its sentence and cells (notebook 04's `04_map`), and
+    revision 3's count of the cells where a control erases the gain."""
     sentences = regimes.saved_lines(out)
     if sentences is None:
         return ["- Not run: notebook 03's `map_pools` is empty (or notebook 04 did not probe the cue tasks)."]

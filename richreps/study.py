@@ -248,7 +248,10 @@ def plan_study(values: Mapping, recipe: Recipe | None = None) -> Study:
     plans = budget.plans_from_params(values)
     mode = values["plan_mode"]
     other_mode = "independent" if mode == "shared-prefix" else "shared-prefix"
-    other = budget.plans_from_params({**values, "plan_mode": other_mode, "seed_sets": 1})[0]
+    # the other mode's steps, without early-stop candidates (which only one run per seed can export)
+    other = budget.plans_from_params(
+        {**values, "plan_mode": other_mode, "seed_sets": 1, earlystop.SWITCH: False}
+    )[0]
     notes: list[str] = []
     main_controls = _control_plans(values, recipe, plans, notes)
     found = variants(values, recipe, [])

@@ -114,7 +114,7 @@ def test_a_control_erases_a_gain_where_catmax_beats_cat1_and_not_the_control():
     table = regimes.table(rows, [], main_pool=256)
     found = regimes.erasures(table, ["color"])
     assert found.to_dict("records") == [{"control": "JOINT2", "pool": "pool of 256",
-                                         "cells with a gain over CAT1": 2, "erased": 1, "where": "color at 4"}]  # fmt: skip
+                                         "cells with a gain over CAT1": 2, "erased": 1, "where": "color at budget 4"}]  # fmt: skip
     assert regimes.erasure_lines(found) == [
         "- **JOINT2** erases CATmax's gain over CAT1 in 1 of 2 on the pool of 256 (cells: budget x kept target)."
     ]
@@ -157,7 +157,36 @@ def test_the_map_compares_pools_at_the_same_place_on_their_own_scales():
         (1024, 4): 4, (1024, 8): 8, (512, 2): 4, (512, 4): 8}  # fmt: skip
     (line,) = regimes.map_lines(table, ["color"], "CAT1")
     assert "over 2 pools x 2 budgets x 1 kept targets" in line
-    assert (
-        "at each pool's smallest budget (the main pool's 4): above 0 in 2, below 0 in 0, 0 inside in 0 of 2"
-        in line
+    assert "at main-pool budget 4: above 0 in 2, below 0 in 0, 0 inside in 0 of 2" in line
+
+
+def test_the_early_stop_candidates_are_exported_but_not_probed_along_the_trajectory():
+    from richreps import budget
+
+    values = {**MAP, "trajectory_steps": [10], "early_stop_controls": True, "seed_sets": 1}
+    (plan,) = budget.plans_from_params(values)
+    assert plan.trajectory == [(0, 10)] and plan.candidates == [(0, s) for s in range(5, 41, 5)]
+    assert {5, 10, 15, 20, 25, 30, 35, 40} <= set(plan.runs[0].exports)  # every candidate is still exported
+    with pytest.raises(ValueError, match="^early_stop_controls: picks among the exports of one run"):
+        study.plan_study({**values, "plan_mode": "independent"}, RECIPE)
+
+
+def test_a_pool_without_a_gain_shows_0_of_0_and_a_pool_without_the_control_says_so():
+    def rows(gain, pool=None, joint=True):
+        out = []
+        for k in range(3):
+            for method, n, acc in (("CAT1", 1, 0.5 + 0.01 * k), ("CAT2", 2, 0.5 + gain + 0.02 * k),
+                                   *((("JOINT2", 1, 0.5 + gain + 0.03 * k),) if joint else ())):  # fmt: skip
+                row = {"replicate": k, "method": method, "n": n, "task": "color", "shots": "all",
+                       "test_acc": acc, "budget": 4}  # fmt: skip
+                out.append(row if pool is None else {**row, "pool": pool})
+        return out
+
+    table = regimes.table(rows(0.1), rows(0.0, pool=0) + rows(0.1, pool=512, joint=False), main_pool=1024)
+    found = regimes.erasures(table, ["color"]).set_index("pool")
+    assert found.loc["fresh stream", ["cells with a gain over CAT1", "erased"]].tolist() == [0, 0]
+    assert found.loc["pool of 1,024", "erased"] == 1 and found.loc["pool of 512", "where"] == "not measured"
+    (line,) = regimes.erasure_lines(
+        found.reset_index()[["control", "pool", "cells with a gain over CAT1", "erased", "where"]]
     )
+    assert "0 of 0 on the fresh stream" in line and "none measured on the pool of 512" in line

@@ -124,7 +124,10 @@ def test_the_map_sets_the_main_sweep_beside_each_pool_and_one_sentence_counts_ea
     pd.DataFrame({"kept": [True]}, index=["color"]).to_csv(tmp_path / "tables" / "04_calibration.csv")
     assert list(regimes.saved_lines(tmp_path)) == ["04_map_vs_wide1", "04_map_vs_cat1"]
     cells = regimes.compact(table, ["color"])
-    assert list(cells.columns) == ["pool", "budget", "color vs WIDE1", "color vs CAT1"] and len(cells) == 4
+    assert (
+        list(cells.columns) == ["pool", "budget", "main-pool budget", "color vs WIDE1", "color vs CAT1"]
+        and len(cells) == 4
+    )
     section = "\n".join(report._map(tmp_path))  # the report: both figures, a sentence each, every cell
     assert "![04_map_vs_wide1](figures/04_map_vs_wide1.png)" in section and "| fresh stream | 5 |" in section
     no_wide = table.drop(columns=["gain vs WIDE1", "low vs WIDE1", "high vs WIDE1"])
