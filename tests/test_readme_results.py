@@ -81,3 +81,15 @@ def test_the_verdict_words_of_the_cue_result_are_the_tables_verdicts_after_holm(
     assert said, "no bold verdict found: the pattern no longer matches how the README writes them"
     for verdict, targets in said.items():
         assert targets == set(table.index[table["verdict (Holm)"] == verdict]), verdict
+
+
+def test_the_kept_targets_the_cue_result_names_are_the_calibrations():
+    text = section("## The cue result").replace("`", "")
+    calib = pd.read_csv(ROOT / "results/laptop/tables/04_calibration.csv", index_col=0)
+    kept = set(calib.index[calib["kept"].astype(bool)])
+    m = re.search(r"(\w+) targets are kept: (.*?)\.\s", text, re.S)
+    assert m, "no 'N targets are kept: ...' sentence found"
+    named = {t for t in calib.index if re.search(rf"\b{re.escape(t.split(' (')[0])}\b", m.group(2))}
+    assert named == kept
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    assert words.index(m.group(1).lower()) == len(kept)
