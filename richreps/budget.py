@@ -25,16 +25,19 @@ MODES = ("shared-prefix", "independent")
 # scaling the warmup with the member (AlgoPerf's share of the run), sweep budgets whose CATmax members
 # would be shorter are left out and named (`Plan.left_out`).
 WARMUP_MULT = 5
+CANDIDATE = "early-stop candidate"  # an export an early-stopped control picks among: its run validates there
 
 
 @dataclass
 class Run:
-    """One training run: a seed trained to `steps`, exporting members at `exports`."""
+    """One training run: a seed trained to `steps`, exporting members at `exports` and logging its
+    pretraining validation accuracy at `evals` (the early-stop candidates among them) and at its end."""
 
     seed: int
     steps: int
     exports: list[int]
     used_by: dict[int, str] = field(default_factory=dict)  # export step -> "CAT1, CAT2"
+    evals: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -110,7 +113,8 @@ def _runs(needs: dict[tuple[int, int], list[str]], mode: str) -> list[Run]:
     runs = []
     for seed, exports in by_seed.items():
         steps = sorted(exports)
-        runs.append(Run(seed, steps[-1], steps, {s: ", ".join(exports[s]) for s in steps}))
+        evals = [s for s in steps if CANDIDATE in exports[s]]
+        runs.append(Run(seed, steps[-1], steps, {s: ", ".join(exports[s]) for s in steps}, evals))
     return runs
 
 
@@ -173,7 +177,7 @@ def plan(
         needs.setdefault(m, []).append("trajectory")
     picks = [(first, t) for t in sorted(set(candidates))]
     for m in picks:
-        needs.setdefault(m, []).append("early-stop candidate")
+        needs.setdefault(m, []).append(CANDIDATE)
     return Plan(cat_members, _runs(needs, mode), mode, swept, traj, left_out, picks)
 
 

@@ -90,7 +90,8 @@ class Control:
             used_by = {t: name if t == main else f"{name} export" for t in steps}
             used_by |= {t: f"sweep {b}: {name}" for b, t in at.items() if t != main}
             sweep = {b: {1: [(s, t)]} for b, t in at.items()}
-            out.append(Plan({1: [(s, main)]}, [Run(s, steps[-1], steps, used_by)], p.mode, sweep))
+            evals = extra_exports(name, values)  # the candidates of its early-stopped control, if any
+            out.append(Plan({1: [(s, main)]}, [Run(s, steps[-1], steps, used_by, evals)], p.mode, sweep))
         return out
 
 

@@ -8,8 +8,8 @@
 CAT1-ES is the export along CAT1's own run with the best pretraining validation accuracy; WIDE1-ES the same
 along WIDE1's run; SINGLE-ES, per seed set, whichever of the two scored higher on that validation set (the
 strongest single network one could pick without looking at a target). The exports come every eighth of the
-run (`eighths`), and the validation accuracy of each is the one pretraining logged at that step (it logs
-one at every export). At a sweep budget B (`early_stop_sweep`), the candidates are every eighth of that
+run (`eighths`), and the validation accuracy of each is the one pretraining logged at that step (the
+planner marks these exports `budget.CANDIDATE`; the launcher passes them to pretraining as `--eval-at`). At a sweep budget B (`early_stop_sweep`), the candidates are every eighth of that
 budget's own runs (CAT1's and WIDE1's B steps): what a practitioner with B steps would have kept, the
 exports of the same runs past B never looked at. Nothing here reads a target's data: the functions take a
 run's own metrics and its export steps, so no target can move the pick (tests/test_earlystop.py).
@@ -79,8 +79,8 @@ def best_export(curve: Mapping[int, float], candidates: list[int]) -> int:
     missing = [s for s in candidates if s not in curve]
     if missing:
         raise ValueError(
-            f"no validation accuracy logged at step(s) {missing}: the run predates validation at every export "
-            "(commit c2b05cc); delete its run folder and run notebook 03 again"
+            f"no validation accuracy logged at step(s) {missing}: the run was trained before these steps were "
+            "early-stop candidates (pretrain's --eval-at); delete its run folder and run notebook 03 again"
         )
     return max(candidates, key=lambda s: (curve[s], -s))
 
@@ -95,10 +95,7 @@ def picks(plan: Any, budget: int | None = None) -> list[dict[str, tuple[str, int
     wide = plan.control("WIDE1")
     for k, by_n in enumerate(plan.cats):
         cat1 = by_n[1][0] if budget is None else plan.sweeps[k][budget][1][0]
-        along = [
-            plan.trajectories,
-            getattr(plan, "candidates", []),
-        ]  # CAT1's run: trajectory, early-stop steps
+        along = [plan.trajectories, plan.candidates]  # CAT1's run: its trajectory, its early-stop steps
         exported = [*(m for ms in along if ms for m in ms[k]), *(m for ms in by_n.values() for m in ms)]
         sources = {"CAT1-ES": (plan.run_dir, cat1, exported)}
         if wide is not None:

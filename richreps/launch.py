@@ -36,6 +36,7 @@ def run_args(run: Run, out: str | Path, common: list[str]) -> list[str]:
         str(run.steps),
         "--export-at",
         *map(str, run.exports),
+        *(["--eval-at", *map(str, run.evals)] if run.evals else []),
         *common,
     ]
 

@@ -94,7 +94,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         {"low": 0},
         type=int,
         default=0,
-        help="steps between evaluations (0: exports only)",
+        help="steps between evaluations (0: at --eval-at and the last step only)",
+    )
+    run.add_argument(
+        "--eval-at",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more steps at which to log the pretraining validation accuracy (the early-stopped controls' "
+        "candidates, richreps.earlystop); the last step is always evaluated",
     )
     _flag(run, "--ckpt-every", {"low": 1}, type=int, default=1000, help="steps between checkpoints")
     _flag(
@@ -156,9 +164,10 @@ def validate(args: argparse.Namespace) -> None:
         why = rule_error("--" + name.replace("_", "-"), getattr(args, name), rule)
         if why:
             raise SystemExit(f"error: {why}")
-    bad = [s for s in args.export_at if not 1 <= s <= args.steps]
-    if bad:
-        raise SystemExit(f"error: --export-at {bad[0]} is outside [1, --steps {args.steps}]")
+    for flag, at in (("--export-at", args.export_at), ("--eval-at", args.eval_at)):
+        bad = [s for s in at if not 1 <= s <= args.steps]
+        if bad:
+            raise SystemExit(f"error: {flag} {bad[0]} is outside [1, --steps {args.steps}]")
     bound = Recipe.bound_error(vars(args))
     if bound:
         raise SystemExit(f"error: {bound}")
@@ -409,6 +418,9 @@ def train(args: argparse.Namespace) -> dict:
     recipe = Recipe.from_namespace(args)
     decode = resolve_decode(args, device) if recipe.data == "imagenet" else "cues"
     exports = sorted(set(args.export_at) | {args.steps})
+    # validated: the last step, every --eval-every and each --eval-at; only there, since an evaluation
+    # recomputes BN statistics at x and reads the validation set (a run's costliest step)
+    evals = set(args.eval_at) | {args.steps}
     # one rule for every start: recorded recipes compared, --overwrite moves aside, damaged members said
     before, ckpt, ckpt_path = start_of_run(
         out, recipe, args.seed, decode, args.resume, args.overwrite, exports, master, world
@@ -473,7 +485,7 @@ def train(args: argparse.Namespace) -> dict:
             window_images += recipe.global_batch
             bar.update(1)
             log_now = step % args.log_every == 0 or step == args.steps
-            want_eval = args.eval_every and step % args.eval_every == 0
+            want_eval = step in evals or (args.eval_every and step % args.eval_every == 0)
             export = step in exports or want_eval
             # the checkpoint clock is read at log steps only: every rank then agrees without a per-step broadcast
             late = log_now and (time.monotonic() - last_ckpt_time) > 60 * args.ckpt_minutes
@@ -511,7 +523,7 @@ def train(args: argparse.Namespace) -> dict:
                 member = member_at_x(raw, opt, calib, device) if master else None
                 if master and step in exports:
                     members.save(member, member_path(out, args.seed, step), recipe, args.seed, step)
-                if master:  # every export is evaluated: the early-stopped controls pick among exports by it
+                if master and want_eval:
                     if step == args.steps and pause_at == "final-eval":
                         hold_for_fault_test(out, args.seed)
                     rec = {"step": step, **evaluate(member, val, device, amp)}

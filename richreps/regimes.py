@@ -166,14 +166,15 @@ def erasures(table: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
         mean, low, _ = contrast_columns(name)
         for pool in pools["pool"]:  # a pool with no gain to erase shows 0 of 0
             g = cells[cells["pool"] == pool]
-            if len(g) and g[mean].isna().all():  # gains, but this control was not trained on the pool
-                rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
-                             "erased": None, "where": "not measured"})  # fmt: skip
-                continue
-            g = g[g[mean].notna()]
-            erased = g[g[low] <= 0]
-            rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": len(g),
-                         "erased": len(erased), "where": ", ".join(f"{r['target']} at {_where(r)}" for _, r in erased.iterrows())})  # fmt: skip
+            measured = g[g[mean].notna()]
+            if len(g) and not len(measured):  # gains, but this control was not trained on the pool
+                gains, erased, where = len(g), None, "not measured"
+            else:  # the cells where it was trained
+                hit = measured[measured[low] <= 0]
+                gains, erased = len(measured), len(hit)
+                where = ", ".join(f"{r['target']} at {_where(r)}" for _, r in hit.iterrows())
+            rows.append({"control": name, "pool": pool, "cells with a gain over CAT1": gains,
+                         "erased": erased, "where": where})  # fmt: skip
     return pd.DataFrame(rows, columns=["control", "pool", "cells with a gain over CAT1", "erased", "where"])
 
 

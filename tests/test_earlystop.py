@@ -35,11 +35,13 @@ def test_the_early_stopped_exports_are_chosen_without_reading_any_target(tmp_pat
     assert set(earlystop.eighths(8)) <= set(cat1_run.exports) and set(range(1, 9)) <= set(
         wide.plans[0].runs[0].exports
     )
+    # validated where an early-stopped control picks (every eighth of 8 and of 4), though eval_every is 0
+    assert cat1_run.evals == wide.plans[0].runs[0].evals == list(range(1, 9))
     pre = tmp_path / "pretrain"
     planfile.write(pre, st)
     launch.launch_study(st, pre, ["--ckpt-every", "8", "--eval-every", "0"], "local", nproc=1)
     plan = planfile.read(pre)
-    assert plan.early_stop and plan.early_stop_sweep  # validation at every export, though eval_every is 0
+    assert plan.early_stop and plan.early_stop_sweep
     chosen = earlystop.picks(plan)
 
     def no_target(*a, **kw):

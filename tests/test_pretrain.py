@@ -119,6 +119,14 @@ def test_step_t_member_of_a_longer_run_equals_a_t_step_run(tmp_path, data):
     assert not same_state(a, member(tmp_path / "long" / "members" / "seed0_step8.pt"))
 
 
+def test_a_run_validates_at_its_eval_steps_and_its_end_and_at_no_other_export(tmp_path):
+    pretrain.train(args_for(tmp_path, 6, "--export-at", "2", "4", "--eval-at", "3", "--ckpt-every", "6"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics" / "seed0.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in rows if "val_acc" in r) == [3, 6]
+    assert sorted(p.name for p in (tmp_path / "members").glob("*.pt")) == [
+        "seed0_step2.pt", "seed0_step4.pt", "seed0_step6.pt"]  # fmt: skip
+
+
 def test_a_member_earlier_than_the_run_reached_is_retrained_from_an_earlier_checkpoint(tmp_path):
     pretrain.train(args_for(tmp_path / "run", 8, "--ckpt-every", "2"))  # a plan that asked for 8 steps
     pretrain.train(args_for(tmp_path / "run", 6, "--ckpt-every", "2"))  # the plan now asks for 6
@@ -288,6 +296,8 @@ def test_a_non_finite_step_between_two_checks_is_named_as_a_check_at_every_step_
 def test_bad_flags_fail_before_training(tmp_path):
     with pytest.raises(SystemExit, match="--export-at 9 is outside"):
         args_for(tmp_path, 4, "--export-at", "9")
+    with pytest.raises(SystemExit, match="--eval-at 0 is outside"):
+        args_for(tmp_path, 4, "--eval-at", "0")
     with pytest.raises(SystemExit, match="--data-root"):
         args_for(tmp_path, 4, "--data", "imagenet", "--data-root", str(tmp_path / "none"))
 
