@@ -7,7 +7,8 @@ accepted it, and notebook 03 then wrote a final-evaluation table one row short. 
 writes `<out>/done/seed<S>.json` last, after the members, the metrics and the final state, atomically; the
 launcher skips a run only when that record names this recipe, these steps and these exports. A run without
 it is started again and resumes from its checkpoints (bitwise on the same machine), so the re-run finishes
-exactly what the killed run left. A run finished before these records existed counts as done by the two
+exactly what the killed run left. A run is not done either while a step it must validate at (an early-stop
+candidate, `--eval-at`) has no validation accuracy in its metrics (`missing_evals`). A run finished before these records existed counts as done by the two
 files it wrote last (`finished_before_records`), so existing run folders are not trained again.
 """
 
@@ -47,8 +48,21 @@ def finished_before_records(run_dir: str | Path, seed: int, steps: int) -> bool:
     return any(r.get("step") == steps and "val_acc" in r for r in read_jsonl(metrics))
 
 
-def is_done(run_dir: str | Path, seed: int, recipe: Recipe, steps: int, exports: list[int]) -> bool:
-    """Did the run of `seed` finish exactly `steps` steps, with this recipe and at least these exports?"""
+def missing_evals(run_dir: str | Path, seed: int, evals: list[int]) -> list[int]:
+    """The steps of `evals` at which the metrics of `seed`'s run hold no validation accuracy (all of them when
+    it has no metrics yet): an early-stop candidate asked for after the run passed it is evaluated again."""
+    metrics = Path(run_dir) / "metrics" / f"seed{seed}.jsonl"
+    logged = {r.get("step") for r in read_jsonl(metrics) if "val_acc" in r} if metrics.is_file() else set()
+    return sorted(set(evals) - logged)
+
+
+def is_done(
+    run_dir: str | Path, seed: int, recipe: Recipe, steps: int, exports: list[int], evals: list[int] = ()
+) -> bool:
+    """Did the run of `seed` finish exactly `steps` steps, with this recipe, at least these exports and a
+    validation accuracy logged at each of `evals`?"""
+    if evals and missing_evals(run_dir, seed, evals):
+        return False
     try:
         record = json.loads(done_path(run_dir, seed).read_text())
     except FileNotFoundError:

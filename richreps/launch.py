@@ -65,9 +65,9 @@ def torchrun_command(
 
 def run_is_current(run: Run, run_dir: str | Path, recipe: Recipe) -> bool:
     """The run finished (`richreps.completion`: its record, written last, names this recipe, its steps and
-    exports) and every member of it exists and records exactly this recipe, seed and step. Members alone are
+    exports, and its metrics validate every step of `run.evals`) and every member of it exists and records exactly this recipe, seed and step. Members alone are
     not enough: a run killed after its last export but before its final evaluation has them all."""
-    return completion.is_done(run_dir, run.seed, recipe, run.steps, list(run.exports)) and all(
+    return completion.is_done(run_dir, run.seed, recipe, run.steps, list(run.exports), run.evals) and all(
         members.is_current(member_path(run_dir, run.seed, s), recipe, run.seed, s) for s in run.exports
     )
 

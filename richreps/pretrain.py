@@ -440,6 +440,9 @@ def train(args: argparse.Namespace) -> dict:
     t = build(args, rank, world, device, index)
     raw, opt, stream, calib, val = t.raw, t.opt, t.stream, t.calib, t.val
     step = 0
+    unvalidated = completion.missing_evals(out, args.seed, sorted(set(args.eval_at)))
+    if ckpt is not None and unvalidated and ckpt["step"] >= unvalidated[0]:  # a candidate asked for too late
+        before = unvalidated[0] if before is None else min(before, unvalidated[0])
     if ckpt is not None and before is not None and ckpt["step"] >= before:
         # a member wanted below the step the run reached: resume below the first one still to export
         ckpt, ckpt_path = newest_valid_checkpoint(ckpt_dir, recipe, args.seed, decode, before)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from richreps import budget, launch, planfile, pretrain
+from richreps import budget, completion, launch, planfile, pretrain
 from richreps.config import Recipe
 from richreps.models import build_model, recalibrate_bn
 from richreps.study import Study
@@ -125,6 +125,19 @@ def test_a_run_validates_at_its_eval_steps_and_its_end_and_at_no_other_export(tm
     assert sorted(r["step"] for r in rows if "val_acc" in r) == [3, 6]
     assert sorted(p.name for p in (tmp_path / "members").glob("*.pt")) == [
         "seed0_step2.pt", "seed0_step4.pt", "seed0_step6.pt"]  # fmt: skip
+
+
+def test_a_candidate_asked_for_after_the_run_passed_it_makes_the_run_unfinished_and_is_evaluated(tmp_path):
+    recipe = Recipe.from_namespace(args_for(tmp_path, 6))
+    pretrain.train(args_for(tmp_path, 6, "--export-at", "2", "4", "--ckpt-every", "2"))
+    before = member(tmp_path / "members" / "seed0_step4.pt")
+    assert completion.is_done(tmp_path, 0, recipe, 6, [2, 4, 6])
+    assert not completion.is_done(tmp_path, 0, recipe, 6, [2, 4, 6], evals=[3])  # no validation at 3
+    pretrain.train(args_for(tmp_path, 6, "--export-at", "2", "4", "--eval-at", "3", "--ckpt-every", "2"))
+    rows = [json.loads(line) for line in (tmp_path / "metrics" / "seed0.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in rows if "val_acc" in r) == [3, 6]  # resumed below 3, once each
+    assert completion.is_done(tmp_path, 0, recipe, 6, [2, 4, 6], evals=[3])
+    assert same_state(before, member(tmp_path / "members" / "seed0_step4.pt"))
 
 
 def test_a_member_earlier_than_the_run_reached_is_retrained_from_an_earlier_checkpoint(tmp_path):
