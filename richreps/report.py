@@ -132,6 +132,34 @@ def _map_note(p: dict) -> list[str]:
     ]
 
 
+def _findings(agree: list, differ: list, other: list, claim_differ: list, descriptive: bool) -> list[str]:
+    """The report's first sections, chosen by the corrected verdicts. A map run gets no verdicts by the plan
+    (results/PLAN.md), so its main budget's contrasts go under one heading that says so, whatever their labels."""
+    if descriptive:
+        return [
+            "## The main budget's contrasts (descriptive: the plan gives the map no verdicts)",
+            "",
+            *([f"- {x}" for x in [*agree, *differ, *other]] or ["- (nothing measured yet)"]),
+            *[f"- Claims check: {d}" for d in claim_differ],
+            "",
+        ]
+    return [
+        "## Where measurement and paper agree",
+        "",
+        *([f"- {a}" for a in agree] or ["- (nothing measured yet)"]),
+        "",
+        "## Where they differ",
+        "",
+        *([f"- {d}" for d in differ] or ["- (no difference measured)"]),
+        *[f"- Claims check: {d}" for d in claim_differ],
+        "",
+        "## Not decided: inconclusive, uninformative, or in distribution",
+        "",
+        *([f"- {o}" for o in other] or ["- (nothing)"]),
+        "",
+    ]
+
+
 def _table(out: Path, name: str, **kw) -> pd.DataFrame | None:
     path = out / "tables" / f"{name}.csv"
     return pd.read_csv(path, **kw) if path.exists() else None
@@ -380,19 +408,7 @@ def write_report(out_dir: str | Path) -> Path:
         "Companion to *These Are Not All the Features You Are Looking For* (Yang, Zhang, Bottou). Every number "
         "below was computed by this run's notebooks; the paper's numbers are quoted from its tables.",
         "",
-        "## Where measurement and paper agree",
-        "",
-        *([f"- {a}" for a in agree] or ["- (nothing measured yet)"]),
-        "",
-        "## Where they differ",
-        "",
-        *([f"- {d}" for d in differ] or ["- (no difference measured)"]),
-        *[f"- Claims check: {d}" for d in claim_differ],
-        "",
-        "## Not decided: inconclusive, uninformative, or in distribution",
-        "",
-        *([f"- {o}" for o in other] or ["- (nothing)"]),
-        "",
+        *_findings(agree, differ, other, claim_differ, descriptive=bool(_parameters(out).get("map_pools"))),
         "## The run",
         "",
         *plan_lines(_recorded_plan(out)),

@@ -93,3 +93,27 @@ def test_the_kept_targets_the_cue_result_names_are_the_calibrations():
     assert named == kept
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     assert words.index(m.group(1).lower()) == len(kept)
+
+
+def test_the_maps_erasure_lines_are_counted_from_its_committed_tables():
+    """The map's bullets are `regimes.erasure_lines` of the committed `04_map.csv` and kept targets, all of
+    them, so a rerun that changes a count fails here until the README is regenerated."""
+    from richreps import regimes
+
+    text = section("## The map of regimes")
+    tables = ROOT / "results/laptop_map/tables"
+    calib = pd.read_csv(tables / "04_calibration.csv", index_col=0)
+    kept = list(calib.index[calib["kept"].astype(bool)])
+    lines = regimes.erasure_lines(regimes.erasures(pd.read_csv(tables / "04_map.csv"), kept))
+    said = [ln for ln in text.splitlines() if ln.startswith("- **") and " erases " in ln]
+    assert said == lines
+
+
+def test_the_maps_count_of_cells_against_joint_is_the_tables():
+    """ "no cell of the map puts CAT5 above it, and N of its M cells put it below": CAT5 - JOINTn's interval."""
+    text = " ".join(section("## The map of regimes").split())
+    table = pd.read_csv(ROOT / "results/laptop_map/tables/04_map.csv")
+    m = re.search(r"no cell of the map puts CAT5 above it, and (\d+) of its (\d+) cells put it below", text)
+    assert m, "the sentence on JOINT5's cells is gone; update this test with it"
+    assert (table["low vs JOINT5"] > 0).sum() == 0
+    assert (int(m.group(1)), int(m.group(2))) == ((table["high vs JOINT5"] < 0).sum(), len(table))

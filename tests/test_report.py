@@ -165,3 +165,18 @@ def test_plan_lines_say_so_when_there_is_no_plan_file(tmp_path):
     from richreps.report import plan_lines
 
     assert "not found" in plan_lines("abc", tmp_path / "PLAN.md")[0]
+
+
+def test_a_map_runs_report_files_its_contrasts_under_one_descriptive_heading_not_agree_or_differ(tmp_path):
+    """The plan gives the map no verdicts (results/PLAN.md), so its report has no 'agree' or 'differ' section."""
+    import json
+
+    write_tables(tmp_path, probes_long(+0.05))
+    params = {"map_pools": [0], "train_size": 100, "seed_sets": 3}
+    manifest = {"parameters": params, "notebooks": [], "versions": {}, "params_file": "map.yaml",
+                "git_commit": "0" * 40, "platform": "test"}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    s = sections(write_report(tmp_path).read_text())
+    assert "Where measurement and paper agree" not in s and "Where they differ" not in s
+    main = s["The main budget's contrasts (descriptive: the plan gives the map no verdicts)"]
+    assert "`shape`: CAT5 - CAT1 = +5.3 [" in main and "In distribution, `mixture (IID)`" in main
