@@ -180,3 +180,6 @@ def test_a_map_runs_report_files_its_contrasts_under_one_descriptive_heading_not
     assert "Where measurement and paper agree" not in s and "Where they differ" not in s
     main = s["The main budget's contrasts (descriptive: the plan gives the map no verdicts)"]
     assert "`shape`: CAT5 - CAT1 = +5.3 [" in main and "In distribution, `mixture (IID)`" in main
+    for word in ("agree", "differ", "Holm", "inconclusive", "architecture"):
+        assert word not in main, word
+    assert "**Contrasts** (descriptive" in s["Table 3: the paper and this run (notebook 04)"]
