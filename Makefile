@@ -40,9 +40,10 @@ nbval-other-isa: $(VENV)/.installed
 # other instruction set, so that a CPU's rounding baked into an exact check fails here whichever CPU refreshed
 # the committed notebooks.
 ci: $(VENV)/.installed
-	@start=$$(date +%s); $(MAKE) --no-print-directory test; echo "make test: $$(( $$(date +%s) - start )) s"
-	@start=$$(date +%s); $(MAKE) --no-print-directory nbval-other-isa; \
-	echo "make nbval-other-isa: $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); $(MAKE) --no-print-directory test; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@start=$$(date +%s); $(MAKE) --no-print-directory nbval-other-isa; rc=$$?; \
+	echo "make nbval-other-isa: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # Re-execute the committed notebooks with their defaults (= params/smoke.yaml) after a change.
 notebooks: $(VENV)/.installed

@@ -5,7 +5,7 @@ says where the measurements agree with the paper and where they differ: by the i
 verdicts of `richreps.verdicts`, so a target that cannot discriminate is never counted either way; a descriptive run
 (the map) shows its contrasts without verdicts. Sections whose tables are missing say which notebook to run.
 
-Over 400 lines because it is one page assembled in the page's order, section after section; split, a reader would
+Over 450 lines because it is one page assembled in the page's order, section after section; split, a reader would
 chase the page across modules.
 """
 

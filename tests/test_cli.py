@@ -319,3 +319,14 @@ def test_the_readme_map_line_runs_as_written_for_notebook_02_only_and_publishes(
     assert (dest / "report.md").exists() and (
         tmp_path / "outputs" / "laptop_map" / "02_literature_evidence.ipynb"
     ).exists()
+
+
+@pytest.mark.parametrize("failing", ["test", "nbval-other-isa"])
+def test_make_ci_fails_when_either_of_its_steps_fails(failing, tmp_path):
+    """`make ci` (what .ci/run runs) times each step; the timing must not swallow the step's exit status.
+    A stand-in for make fails on `failing` only (`-o` keeps the venv's install step from running)."""
+    stub = tmp_path / "make"
+    stub.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = {failing} ] && exit 3; done; exit 0\n')
+    stub.chmod(0o755)
+    out = sh(f"make --no-print-directory -o .venv/.installed ci MAKE={stub}")
+    assert out.returncode != 0 and f"make {failing}: " in out.stdout, out.stdout + out.stderr
