@@ -51,6 +51,11 @@ def _per_set(full: pd.DataFrame, method: str) -> pd.DataFrame:
     return full[full["method"] == method].groupby(["task", "replicate"])["test_acc"].mean()
 
 
+def kept_targets(calib: pd.DataFrame | None) -> list[str]:
+    """The targets a calibration table (`04_calibration`, indexed by target) keeps; none without a table."""
+    return [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+
+
 def calibration(long: pd.DataFrame, bayes: dict[str, float] | None = None) -> pd.DataFrame:
     """Per target (fractions): chance, the floors, the ceiling with its seeds and plateau flag, trained
     CAT1, CATmax and WIDE1, kept and why not (the keep rule of this module's docstring)."""

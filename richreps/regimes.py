@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from richreps.keep import kept_targets
 from richreps.study import pool_name
 from richreps.verdicts import contrast_columns, contrasts_in
 
@@ -206,5 +207,5 @@ def saved_lines(out_dir: str | Path) -> dict[str, list[str]] | None:
     table = pd.read_csv(tables / "04_map.csv")
     calib_path = tables / "04_calibration.csv"
     calib = pd.read_csv(calib_path, index_col=0) if calib_path.exists() else None
-    kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+    kept = kept_targets(calib)
     return {figure_name(c): map_lines(table, kept, c) for c in contrasts_in(table)}

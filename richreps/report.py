@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from richreps import aggregate, regimes, sweep, verdicts
+from richreps import aggregate, keep, regimes, sweep, verdicts
 from richreps.evidence import load_table
 from richreps.io import project_path, to_markdown, write_text
 
@@ -142,7 +142,7 @@ def _findings(agree: list, differ: list, other: list, claim_differ: list, descri
         return [
             "## The main budget's contrasts (descriptive: the plan gives the map no verdicts)",
             "",
-            *([f"- {x}" for x in [*agree, *differ, *other]] or ["- (nothing measured yet)"]),
+            *([f"- {x}" for x in other] or ["- (nothing measured yet)"]),  # _table3 files all here
             *[f"- Claims check: {d}" for d in claim_differ],
             "",
         ]
@@ -270,14 +270,13 @@ def _table3(out: Path, descriptive: bool = False) -> tuple[list[str], list[str],
     paper_ood = ", ".join(f"{d} {paper_gain[d]:+.1f}" for d in PAPER_OOD)
     agree, differ, other = [], [], []
     for task, r in table.iterrows():
-        holm = f"; after Holm: {r['verdict (Holm)']}" if r.get("survives Holm") in ("yes", "no") else ""
+        judged = not descriptive and r.get("survives Holm") in ("yes", "no")
+        holm = f"; after Holm: {r['verdict (Holm)']}" if judged else ""
         text = (
             f"`{task}`: {verdicts.contrasts(table, task)} points over {int(r['seed sets'])} seed sets{holm}"
         )
         if descriptive:
-            where = "In distribution, " if task == aggregate.IID else ""
-            other.append(f"{where}`{task}`: {verdicts.contrasts(table, task)} points over {int(r['seed sets'])} "
-                         "seed sets.")  # fmt: skip
+            other.append(f"{'In distribution, ' if task == aggregate.IID else ''}{text}.")
         elif task == aggregate.IID:
             other.append(
                 f"In distribution, {text} ({r['verdict']}); the paper: {paper_gain['imagenet1k']:+.1f} on ImageNet, "
@@ -336,7 +335,7 @@ def _table3(out: Path, descriptive: bool = False) -> tuple[list[str], list[str],
 def _beyond(out: Path) -> list[str]:
     """The budget sweep and the trajectory, in the sentences notebook 04 shows."""
     calib = _table(out, "04_calibration", index_col=0)
-    kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+    kept = keep.kept_targets(calib)
     gains, traj = _table(out, "04_budget_sweep"), _table(out, "04_trajectory")
     lines = [
         "**(a) CATmax - CAT1 by pretraining budget** (points, 95 % paired t intervals over seed sets):",
@@ -357,7 +356,7 @@ def _map(out: Path) -> list[str]:
     if sentences is None:
         return ["- Not run: notebook 03's `map_pools` is empty (or notebook 04 did not probe the cue tasks)."]
     calib = _table(out, "04_calibration", index_col=0)
-    kept = [] if calib is None else list(calib.index[calib["kept"].astype(bool)])
+    kept = keep.kept_targets(calib)
     lines = [
         "The budget sweep repeated on each pretraining pool; descriptive (results/PLAN.md): 95 % paired t "
         "intervals over seed sets, no verdicts. One figure per contrast, one panel per pool.",

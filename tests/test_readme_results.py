@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from richreps import keep, regimes
+
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = re.compile(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]")
 
@@ -86,7 +88,7 @@ def test_the_verdict_words_of_the_cue_result_are_the_tables_verdicts_after_holm(
 def test_the_kept_targets_the_cue_result_names_are_the_calibrations():
     text = section("## The cue result").replace("`", "")
     calib = pd.read_csv(ROOT / "results/laptop/tables/04_calibration.csv", index_col=0)
-    kept = set(calib.index[calib["kept"].astype(bool)])
+    kept = set(keep.kept_targets(calib))
     m = re.search(r"(\w+) targets are kept: (.*?)\.\s", text, re.S)
     assert m, "no 'N targets are kept: ...' sentence found"
     named = {t for t in calib.index if re.search(rf"\b{re.escape(t.split(' (')[0])}\b", m.group(2))}
@@ -98,12 +100,10 @@ def test_the_kept_targets_the_cue_result_names_are_the_calibrations():
 def test_the_maps_erasure_lines_are_counted_from_its_committed_tables():
     """The map's bullets are `regimes.erasure_lines` of the committed `04_map.csv` and kept targets, all of
     them, so a rerun that changes a count fails here until the README is regenerated."""
-    from richreps import regimes
-
     text = section("## The map of regimes")
     tables = ROOT / "results/laptop_map/tables"
     calib = pd.read_csv(tables / "04_calibration.csv", index_col=0)
-    kept = list(calib.index[calib["kept"].astype(bool)])
+    kept = keep.kept_targets(calib)
     lines = regimes.erasure_lines(regimes.erasures(pd.read_csv(tables / "04_map.csv"), kept))
     said = [ln for ln in text.splitlines() if ln.startswith("- **") and " erases " in ln]
     assert said == lines
